@@ -1,0 +1,44 @@
+"""Atomic file writers: write under a temporary name in the same folder, then os.replace.
+
+A crash or a full disk leaves either the old file or the new one, never a partial file under the
+final name; the temporary file is removed on failure.
+"""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json(path, obj) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def write_parquet(path, table: pa.Table, **kwargs) -> None:
+    """Deterministic Parquet: same table in, same bytes out."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", **kwargs)

@@ -1,0 +1,16 @@
+"""The SIXray class vocabulary: the five trained classes in the paper's order, plus hammer."""
+
+CLASSES = ("gun", "knife", "wrench", "pliers", "scissors")
+"""The five classes the paper trains and evaluates, in its column order."""
+
+ALL_CLASSES = CLASSES + ("hammer",)
+"""Hammer boxes exist in the release; the class is kept in the manifest but not trained."""
+
+CSV_COLUMNS = tuple(c.capitalize() for c in CLASSES)
+"""Label-file header after `name`: Gun,Knife,Wrench,Pliers,Scissors."""
+
+
+def normalise_class(name: str) -> str | None:
+    """Map a label-file or XML class name ('Knife', 'knife', ' KNIFE ') to ours, None if unknown."""
+    key = name.strip().lower()
+    return key if key in ALL_CLASSES else None

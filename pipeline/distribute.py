@@ -1,0 +1,63 @@
+"""Run independent tasks on every local core or on a Dask cluster, behind one signature.
+
+Each stage (synth, ingest, build-shards) splits its work into picklable tasks that write their own
+output atomically and return a small summary dict. `run_tasks` yields those summaries as they finish,
+with a progress bar; resuming is the stage's job (it leaves finished tasks out of `tasks`).
+"""
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from tqdm import tqdm
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_tasks(
+    fn: Callable,
+    tasks: Iterable,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    desc: str = "",
+    unit: str = "img",
+    count: Callable[[dict], int] = lambda result: result.get("count", 1),
+    total: int | None = None,
+) -> Iterator:
+    """Yield fn(task) for every task, in completion order, advancing the bar by count(result).
+
+    scheduler: None runs on a local process pool of `workers` (default: every core; 1 runs inline,
+    which keeps tracebacks simple); an address ('tcp://host:8786') or a distributed.Client runs
+    the same tasks on that Dask cluster.
+    """
+    tasks = list(tasks)
+    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, disable=None) as bar:
+        for result in _execute(fn, tasks, workers or default_workers(), scheduler):
+            bar.update(count(result))
+            yield result
+
+
+def _execute(fn, tasks, workers, scheduler):
+    if scheduler is not None:
+        yield from _dask(fn, tasks, scheduler)
+    elif workers == 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            for future in as_completed([pool.submit(fn, t) for t in tasks]):
+                yield future.result()
+
+
+def _dask(fn, tasks, scheduler):
+    from distributed import Client, as_completed as dask_completed
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        for future in dask_completed(client.map(fn, tasks, pure=False)):
+            yield future.result()
+    finally:
+        if client is not scheduler:
+            client.close()

@@ -1,0 +1,62 @@
+"""The manifest schema, defined once: every writer and reader of manifests uses these definitions."""
+
+import pyarrow as pa
+
+from pipeline.classes import ALL_CLASSES
+
+BOX = pa.struct(
+    [
+        ("cls", pa.string()),
+        ("xmin", pa.float32()),
+        ("ymin", pa.float32()),
+        ("xmax", pa.float32()),
+        ("ymax", pa.float32()),
+    ]
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # SIXray image id: the file name without extension (the key)
+        ("path", pa.string()),  # relative to the raw root, POSIX separators
+        ("bytes", pa.int64()),
+        ("checksum", pa.string()),  # md5 hex of the file's bytes
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),  # PIL mode from the header: RGB, L (grayscale), CMYK
+        ("phash", pa.uint64()),  # 64-bit difference hash, for near-duplicate (leakage) reports
+        *[(c, pa.int8()) for c in ALL_CLASSES],  # 1 present (difficult included), 0 absent, null unknown
+        ("difficult", pa.list_(pa.string())),  # classes marked 0 ('difficult') in the label files
+        ("boxes", pa.list_(BOX)),
+        ("official", pa.list_(pa.string())),  # label files listing the id, e.g. '10/train', '100/test_new'
+        ("split", pa.string()),  # our split: 'train' | 'test'; null where the row is unusable
+        ("status", pa.string()),  # one of STATUSES
+        ("error", pa.string()),  # human-readable detail naming the file; null when status is 'ok'
+    ]
+)
+
+SUBSET_SCHEMA = MANIFEST_SCHEMA.append(pa.field("shard", pa.string())).append(pa.field("order", pa.int64()))
+"""manifests/sixray<N>.parquet: the manifest rows of one subset, the shard each lands in and its
+position in that shard's (deterministically shuffled) order."""
+
+STATUSES = {
+    "ok": "usable",
+    "no_boxes": "usable for classification; positive without box annotation (missing or empty XML)",
+    "empty": "zero-byte image file",
+    "not_jpeg": "content is not a JPEG",
+    "corrupt": "the JPEG decoder failed",
+    "truncated": "the entropy-coded stream ends early",
+    "too_large": "header size over the limit (checked before decoding)",
+    "duplicate_id": "two or more files share the id",
+    "no_image": "label row without an image",
+    "no_label": "image without a label row",
+    "label_conflict": "label rows for the id disagree",
+    "unknown_class": "a class name that is not in the vocabulary",
+    "bad_xml": "malformed annotation XML",
+}
+
+USABLE_STATUSES = ("ok", "no_boxes")
+"""Rows with these statuses go into subsets and shards; every other status is excluded and reported."""
+
+
+def empty_manifest() -> pa.Table:
+    return MANIFEST_SCHEMA.empty_table()
