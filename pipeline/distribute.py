@@ -52,7 +52,8 @@ def _execute(fn, tasks, workers, scheduler):
 
 
 def _dask(fn, tasks, scheduler):
-    from distributed import Client, as_completed as dask_completed
+    from distributed import Client
+    from distributed import as_completed as dask_completed
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
