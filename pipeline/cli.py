@@ -14,4 +14,38 @@ def main():
 
 # --- build-shards (pipeline/shards.py) ---
 
+
+@main.command("build-shards")
+@click.option("--ratio", type=click.Choice(["10", "100", "1000"]), required=True, help="SIXray10/100/1000.")
+@click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="shards", show_default=True)
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), help="Raw root (default: manifest's).")
+@click.option("--split", "split_source", type=click.Choice(["ours", "official"]), default="ours",
+              show_default=True, help="ours: the manifest's split; official: the label files'.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--shard-bytes", type=click.IntRange(min=1), default=256 * 2**20, show_default=True)
+@click.option("--positives-per-class", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
+@click.option("--scheduler", help="Dask scheduler address: run the shard tasks on that cluster.")
+def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_size, shard_bytes,
+                         positives_per_class, workers, scheduler):
+    """Write manifests/sixray<N>.parquet and shards/sixray<N>/ (tar + DALI index + stats); resumable."""
+    import json
+    from pathlib import Path
+
+    from pipeline.shards import build_shards
+
+    result = build_shards(Path(manifests), Path(out), int(ratio), raw=raw and Path(raw),
+                          split_source=split_source, seed=seed, shard_size=shard_size,
+                          shard_bytes=shard_bytes, positives_per_class=positives_per_class,
+                          workers=workers, scheduler=scheduler)
+    click.echo(f"sixray{ratio}: {result['shards']} shards ({result['written']} written, "
+               f"{result['skipped']} already done)")
+    for split in ("train", "test"):
+        sel = result["selection"][split]
+        short = f", {sel['negatives_short']} fewer negatives than wanted" if sel["negatives_short"] else ""
+        click.echo(f"  {split}: {result[split]['count']} images ({sel['positives']} positives, "
+                   f"{sel['negatives']} negatives{short}); per class {json.dumps(sel['per_class'])}")
+
 # --- stats (pipeline/stats.py) ---

@@ -1,0 +1,236 @@
+"""build-shards: a SIXray subset as deterministic webdataset tar shards with DALI indexes and markers.
+
+Layout of `<out>/sixray<N>/`: `{train,test}-NNNNNN.tar` (per sample `<id>.dif`, `.jpg`, `.json`, `.lbl`),
+beside each the DALI index `.idx` and `.stats.json` (written last: the shard's commit marker), and
+`_info.json` (written last of all). Each shard is an independent task that reads only its own rows of
+the subset manifest, so shards resume one by one and run on local processes or a Dask cluster alike.
+"""
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.classes import CLASSES
+from pipeline.distribute import run_tasks
+from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
+
+MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
+ROW_COLUMNS = ["id", "path", "checksum", "width", "height", *CLASSES, "difficult", "boxes", "split", "order"]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    subset: str  # the subset manifest
+    out: str  # the shard folder
+    name: str  # e.g. 'train-000003'
+    raw_root: str
+    count: int
+    ids_md5: str
+
+
+def build_shards(
+    manifests: Path,
+    out: Path,
+    ratio: int,
+    *,
+    raw: Path | None = None,
+    split_source: str = "ours",
+    seed: int = 0,
+    shard_size: int = 1000,
+    shard_bytes: int = 256 * 2**20,
+    positives_per_class: int = 1000,
+    workers: int | None = None,
+    scheduler=None,
+) -> dict:
+    """Write manifests/sixray<ratio>.parquet and the shards of that subset; skip shards already done."""
+    cfg = SubsetConfig(ratio, seed, split_source, positives_per_class, shard_size, shard_bytes)
+    manifest = Path(manifests) / "manifest.parquet"
+    subset = Path(manifests) / f"sixray{ratio}.parquet"
+    shard_dir = Path(out) / f"sixray{ratio}"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest}: no manifest; run `pipeline ingest` first")
+    summary = build_subset(manifest, subset, cfg)
+    raw_root = Path(raw) if raw else manifest_raw_root(manifest)
+    shards = read_plan(subset)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (shard_dir / "_info.json").unlink(missing_ok=True)  # until every shard is done, loaders see no epoch
+    remove_stale(shard_dir, shards)
+    tasks = [
+        ShardTask(str(subset), str(shard_dir), name, str(raw_root), s["count"], s["ids_md5"])
+        for name, s in shards.items()
+        if not shard_done(shard_dir, name, s)
+    ]
+    results = list(
+        run_tasks(
+            write_shard,
+            tasks,
+            workers=workers,
+            scheduler=scheduler,
+            desc=f"build-shards sixray{ratio}",
+            total=sum(t.count for t in tasks),
+        )
+    )
+    info = {
+        "ratio": ratio,
+        "seed": seed,
+        "split_source": split_source,
+        "classes": list(CLASSES),
+        "subset_manifest": str(subset.resolve()),
+        "selection": summary,
+        **{split: split_entry(shards, split) for split in SPLITS},
+    }
+    write_json(shard_dir / "_info.json", info)
+    return {"shards": len(shards), "written": len(results), "skipped": len(shards) - len(results), **info}
+
+
+def manifest_raw_root(manifest: Path) -> Path:
+    metadata = pq.read_schema(manifest).metadata or {}
+    if b"raw_root" not in metadata:
+        raise ValueError(f"{manifest}: no raw_root in the Parquet metadata; pass --raw DIR")
+    return Path(metadata[b"raw_root"].decode())
+
+
+def read_plan(subset: Path) -> dict:
+    """Per shard (in file order, which is split then order): split, count and the md5 of its id list."""
+    table = pq.read_table(subset, columns=["id", "split", "shard"])
+    ids, splits, names = (table[c].to_pylist() for c in ("id", "split", "shard"))
+    shards, members = {}, {}
+    for image_id, split, name in zip(ids, splits, names, strict=True):
+        shards.setdefault(name, {"split": split})
+        members.setdefault(name, []).append(image_id)
+    for name, shard in shards.items():
+        shard.update(count=len(members[name]), ids_md5=planned_ids_md5(members[name]))
+    return shards
+
+
+def split_entry(shards: dict, split: str) -> dict:
+    names = [n for n, s in shards.items() if s["split"] == split]
+    counts = [shards[n]["count"] for n in names]
+    return {"shards": [f"{n}.tar" for n in names], "counts": counts, "count": sum(counts)}
+
+
+def shard_done(shard_dir: Path, name: str, planned: dict) -> bool:
+    """A shard is done when its stats marker matches the plan and its tar and index are complete."""
+    stats_path, tar_path = shard_dir / f"{name}.stats.json", shard_dir / f"{name}.tar"
+    if not (stats_path.exists() and tar_path.exists() and (shard_dir / f"{name}.idx").exists()):
+        return False
+    stats = json.loads(stats_path.read_text())
+    return (stats.get("count"), stats.get("ids_md5"), stats.get("bytes")) == (
+        planned["count"],
+        planned["ids_md5"],
+        tar_path.stat().st_size,
+    )
+
+
+def remove_stale(shard_dir: Path, shards: dict) -> None:
+    """Delete shards of an earlier plan (e.g. another --shard-size) and temporaries of killed runs."""
+    for path in shard_dir.iterdir():
+        name = path.name.split(".")[0]
+        stale = path.name.startswith(".") and ".tmp-" in path.name
+        stale |= path.suffix in (".tar", ".idx") or path.name.endswith(".stats.json")
+        if stale and name not in shards:
+            path.unlink()
+
+
+def write_shard(task: ShardTask) -> dict:
+    """Write one shard: tar (temporary name, then renamed), its DALI index, then its stats marker."""
+    out = Path(task.out)
+    rows = pq.read_table(task.subset, columns=ROW_COLUMNS, filters=[("shard", "==", task.name)])
+    rows = rows.sort_by("order").to_pylist()
+    ids = [r["id"] for r in rows]
+    if (len(ids), planned_ids_md5(ids)) != (task.count, task.ids_md5):
+        raise RuntimeError(
+            f"{task.subset}: shard {task.name} rows changed since planning; rerun build-shards"
+        )
+    tar_path = out / f"{task.name}.tar"
+    with atomic_path(tar_path) as tmp, open(tmp, "wb") as f:
+        sink = HashingWriter(f)
+        index = write_tar(sink, rows, Path(task.raw_root))
+        f.flush()
+        os.fsync(f.fileno())
+    write_bytes(out / f"{task.name}.idx", index)
+    stats = {
+        "name": task.name,
+        "count": len(rows),
+        "bytes": sink.offset,
+        "md5": sink.md5.hexdigest(),
+        "ids_md5": task.ids_md5,
+    }
+    write_json(out / f"{task.name}.stats.json", stats)
+    return stats
+
+
+class HashingWriter:
+    """A write-only file wrapper that computes the md5 of what passes through and tracks the offset."""
+
+    def __init__(self, f):
+        self.f, self.md5, self.offset = f, hashlib.md5(), 0
+
+    def write(self, data) -> int:
+        self.md5.update(data)
+        self.offset += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+
+def write_tar(sink, rows: list[dict], raw_root: Path) -> bytes:
+    """Write the samples as a deterministic GNU tar; return the DALI index (the format of `wds2idx`)."""
+    lines = []
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for row in rows:
+            components = []
+            for ext, payload in zip(MEMBER_EXTS, sample_members(row, raw_root), strict=True):
+                name = f"{row['id']}.{ext}"
+                tar.addfile(tar_info(name, len(payload)), io.BytesIO(payload))
+                # After addfile, tar.offset sits past this member's data padded to 512 bytes.
+                data_offset = tar.offset - -(-len(payload) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                components.append(f"{ext} {data_offset} {len(payload)} {name}")
+            lines.append(" ".join(components))
+    return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode()
+
+
+def tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, bytes]:
+    """(dif, jpg, json, lbl) payloads: difficult mask uint8[5], the original JPEG bytes (checked
+    against the manifest's md5), the sample's JSON, labels float32[5] little-endian."""
+    path = raw_root / row["path"]
+    jpeg = path.read_bytes()
+    digest = hashlib.md5(jpeg).hexdigest()
+    if digest != row["checksum"]:
+        raise ValueError(f"{path}: md5 {digest} differs from the manifest's {row['checksum']}; re-run ingest")
+    labels = [int(row[c] == 1) for c in CLASSES]
+    difficult = [c for c in CLASSES if c in (row["difficult"] or ())]
+    meta = {
+        "id": row["id"],
+        "labels": dict(zip(CLASSES, labels, strict=True)),
+        "difficult": difficult,
+        "width": row["width"],
+        "height": row["height"],
+    }
+    if row["split"] == "test":
+        meta["boxes"] = [
+            {k: (round(v, 3) if k != "cls" else v) for k, v in box.items()} for box in row["boxes"] or ()
+        ]
+    return (
+        np.array([c in difficult for c in CLASSES], dtype=np.uint8).tobytes(),
+        jpeg,
+        json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(),
+        np.array(labels, dtype="<f4").tobytes(),
+    )
