@@ -1,0 +1,266 @@
+"""Evaluation: predict over the exact test epoch, AP / mAP and pointing per stage and fused, reports.
+
+`predict` runs one rank's share of the test split; `gather` merges every rank's share (DDP) so the
+metrics are computed over the full test set and agree on every rank. `summarise` turns predictions into
+the numbers of the paper's Tables 2-3; `write_report` prints and saves them (JSON, CSV, PNG).
+"""
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from model.chr import STAGE_NAMES
+from model.metrics import box_class, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
+from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.classes import CLASSES
+
+FUSED = "fused"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def output_names(n_stages: int) -> list[str]:
+    return [FUSED, *STAGE_NAMES[:n_stages]]
+
+
+@torch.no_grad()
+def predict(model, loader, device, *, amp: bool = False, channels_last: bool = False, pointing: bool = False,
+            keep_examples: int = 0, progress=None) -> dict:
+    """Scores per output for every sample this rank sees; pointing counts and a few CAM examples if asked."""
+    model.eval()
+    ids, labels, difficult, scores = [], [], [], {}
+    counts, examples = {}, []
+    for batch in loader:
+        images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=amp):
+            out = model(images)
+        cams = [c.float().cpu() for c in out.cams]
+        per_output = {FUSED: out.scores().float().cpu()}
+        stages = zip(STAGE_NAMES, out.logits, strict=False)
+        per_output.update({n: torch.sigmoid(x.float()).cpu() for n, x in stages})
+        for name, s in per_output.items():
+            scores.setdefault(name, []).append(s.numpy())
+        ids += list(batch.ids)
+        labels.append(batch.labels.cpu().numpy())
+        difficult.append(batch.difficult.cpu().numpy())
+        if pointing:
+            per_stage = [(n, [c]) for n, c in zip(STAGE_NAMES, cams, strict=False)]
+            for name, maps in [(FUSED, cams), *per_stage]:
+                counts[name] = counts.get(name, 0) + pointing_counts(maps, batch.labels, batch.meta)
+        if len(examples) < keep_examples:
+            examples += _examples(batch, cams, keep_examples - len(examples))
+        if progress is not None:
+            progress.update(len(batch.ids))
+    n = len(CLASSES)
+    return {
+        "ids": ids,
+        "labels": np.concatenate(labels) if labels else np.zeros((0, n)),
+        "difficult": np.concatenate(difficult) if difficult else np.zeros((0, n), dtype=bool),
+        "scores": {k: np.concatenate(v) for k, v in scores.items()},
+        "pointing": counts,
+        "examples": examples,
+    }
+
+
+def _examples(batch, cams, limit: int) -> list[dict]:
+    """Positive test images with boxes, kept with their (un-normalised) input and fused CAMs for overlays."""
+    keep = []
+    for i, info in enumerate(batch.meta):
+        if len(keep) == limit:
+            break
+        if batch.labels[i].sum() > 0 and info.get("boxes"):
+            image = (batch.images[i].cpu().float() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
+            keep.append({"id": batch.ids[i], "image": image.permute(1, 2, 0).numpy(), "meta": info,
+                         "labels": batch.labels[i].cpu().numpy(), "cams": [c[i].numpy() for c in cams]})
+    return keep
+
+
+def gather(pred: dict) -> dict:
+    """Merge every rank's predictions (a no-op without torch.distributed); pointing counts are summed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return pred
+    parts = [None] * dist.get_world_size()
+    light = {k: v for k, v in pred.items() if k != "examples"}
+    dist.all_gather_object(parts, light)
+    merged = {
+        "ids": [i for p in parts for i in p["ids"]],
+        "labels": np.concatenate([p["labels"] for p in parts]),
+        "difficult": np.concatenate([p["difficult"] for p in parts]),
+        "scores": {k: np.concatenate([p["scores"][k] for p in parts]) for k in parts[0]["scores"]},
+        "pointing": {k: sum(p["pointing"][k] for p in parts) for k in parts[0]["pointing"]},
+        "examples": pred["examples"],
+    }
+    return merged
+
+
+def summarise(pred: dict) -> dict:
+    """Per-class AP and mAP per output; pointing accuracy per class and mean per output (when counted)."""
+    labels, difficult = pred["labels"], pred["difficult"].astype(bool)
+    summary = {"count": len(pred["ids"]), "classes": list(CLASSES), "ap": {}, "map": {}, "pointing": {}}
+    for name, scores in pred["scores"].items():
+        aps = per_class_ap(scores, labels, difficult)
+        summary["ap"][name] = _floats(aps)
+        summary["map"][name] = _float(mean_ap(aps))
+    for name, counts in pred["pointing"].items():
+        acc = pointing_accuracy(counts)
+        summary["pointing"][name] = {"accuracy": _floats(acc), "mean": _float(mean_ap(acc)),
+                                     "hits": counts[:, 0].tolist(), "misses": counts[:, 1].tolist()}
+    return summary
+
+
+def _float(x) -> float | None:
+    return None if not np.isfinite(x) else round(float(x), 6)
+
+
+def _floats(xs) -> list:
+    return [_float(x) for x in xs]
+
+
+def _pct(x) -> str:
+    return "   -  " if x is None else f"{100 * x:6.2f}"
+
+
+def format_tables(summary: dict) -> str:
+    """Text tables laid out like the paper's Table 2 (AP %, per class + mAP) and Table 3 (pointing %)."""
+    head = "".join(f"{c.capitalize():>9}" for c in CLASSES)
+    lines = [f"Table 2 - average precision (%) on {summary['count']} test images",
+             f"{'output':<10}{head}{'mAP':>9}"]
+    for name, aps in summary["ap"].items():
+        lines.append(_row(name, aps, summary["map"][name]))
+    if summary["pointing"]:
+        lines += ["", "Table 3 - pointing localization accuracy (%)", f"{'output':<10}{head}{'mean':>9}"]
+        for name, p in summary["pointing"].items():
+            lines.append(_row(name, p["accuracy"], p["mean"]))
+    return "\n".join(lines)
+
+
+def _row(name: str, values: list, mean) -> str:
+    return f"{name:<10}" + "".join(f"{_pct(v):>9}" for v in values) + f"{_pct(mean):>9}"
+
+
+def write_report(summary: dict, pred: dict, out: str | Path, *, overlays: int = 6) -> list[Path]:
+    """metrics.json, ap.csv, pointing.csv, pr_curves.png, cam_*.png under `out`; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", summary)
+    paths = [out / "metrics.json", _write_csv(out / "ap.csv", summary["ap"], summary["map"], "mAP")]
+    if summary["pointing"]:
+        acc = {k: v["accuracy"] for k, v in summary["pointing"].items()}
+        means = {k: v["mean"] for k, v in summary["pointing"].items()}
+        paths.append(_write_csv(out / "pointing.csv", acc, means, "mean"))
+    paths.append(plot_pr_curves(pred, out / "pr_curves.png"))
+    for i, ex in enumerate(pred["examples"][:overlays]):
+        paths.append(plot_cam_overlay(ex, out / f"cam_{i:02d}_{ex['id']}.png"))
+    return paths
+
+
+def _write_csv(path: Path, rows: dict, means: dict, mean_name: str) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["output", *CLASSES, mean_name])
+        for name, values in rows.items():
+            w.writerow(["" if v is None else v for v in (name, *values, means[name])])
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr_curves(pred: dict, path: Path) -> Path:
+    """Precision-recall curve per class of the fused output (difficult samples left out)."""
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    scores = pred["scores"][FUSED]
+    for c, name in enumerate(CLASSES):
+        keep = ~pred["difficult"][:, c].astype(bool)
+        y = pred["labels"][keep, c] > 0
+        if y.any():
+            p, r, _ = precision_recall_curve(y, scores[keep, c])
+            ax.plot(r, p, label=name)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves (fused)")
+    ax.legend(loc="lower left")
+    _save(fig, path)
+    return path
+
+
+def plot_cam_overlay(example: dict, path: Path) -> Path:
+    """The test input with each present class's fused CAM over it and that class's boxes."""
+    import torch.nn.functional as F
+
+    plt = _pyplot()
+    image, meta = example["image"], example["meta"]
+    h, w = image.shape[:2]
+    sx, sy = w / meta["width"], h / meta["height"]
+    present = [c for c in range(len(CLASSES)) if example["labels"][c] > 0]
+    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 4), squeeze=False)
+    for ax, c in zip(axes[0], present, strict=True):
+        maps = [F.interpolate(torch.from_numpy(m[c])[None, None], size=(h, w), mode="bilinear") for m in
+                example["cams"]]
+        cam = torch.stack(maps).mean(0)[0, 0].numpy()
+        ax.imshow(image)
+        ax.imshow(cam, cmap="jet", alpha=0.45)
+        for b in meta["boxes"]:
+            if box_class(b) == CLASSES[c]:
+                ax.add_patch(plt.Rectangle((b["xmin"] * sx, b["ymin"] * sy), (b["xmax"] - b["xmin"]) * sx,
+                                           (b["ymax"] - b["ymin"]) * sy, fill=False, color="white", lw=2))
+        ax.set_title(f"{example['id']}: {CLASSES[c]}")
+        ax.axis("off")
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    _pyplot().close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, device="cpu") -> dict:
+    """Our own checkpoints (trusted): they hold numpy RNG state, hence weights_only=False."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | Path | None = None, *,
+                        batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
+                        test_size: int | None = None, overlays: int = 6, data=None) -> dict:
+    """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report."""
+    from tqdm import tqdm
+
+    from model.chr import build_model
+    from model.config import model_config_from_dict, train_config_from_dict
+    from model.train import resolve_device
+
+    if data is None:
+        import model.data as data
+    device = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(model_config_from_dict(ckpt["config"]["model"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    tcfg = train_config_from_dict(ckpt["config"])
+    lcfg = data.LoaderConfig(backend=loader, batch_size=batch_size, workers=workers, resize=tcfg.resize,
+                             crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device))
+    total = data.split_info(shards, "test")["count"]
+    with tqdm(total=total, desc="eval", unit="img") as bar:
+        pred = predict(model, data.make_loader(shards, "test", lcfg), device, amp=device.type == "cuda",
+                       pointing=True, keep_examples=overlays, progress=bar)
+    summary = summarise(pred)
+    summary["checkpoint"] = {"path": str(checkpoint), "epoch": ckpt["epoch"], "config": ckpt["config"]}
+    if out is not None:
+        write_report(summary, pred, out, overlays=overlays)
+    return summary

@@ -1,0 +1,181 @@
+"""CHR training loop, nanoGPT style: one function you can read top to bottom.
+
+Single process: `model train ...`. Several processes (GPUs or nodes): `torchrun --nproc_per_node N -m
+model.cli train ...`; torchrun's RANK / WORLD_SIZE / LOCAL_RANK select the process group (nccl on CUDA,
+gloo on the CPU), each rank reads its own shards, gradients are averaged by DDP, and every rank's test
+predictions are gathered so the metrics are over the full test set. Rank 0 writes the run folder:
+config.json, metrics.csv (one row per epoch) and the atomic checkpoints last.pt and best.pt.
+"""
+
+import csv
+import io
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.backbones import load_weights
+from model.chr import build_model
+from model.config import TrainConfig, to_dict, train_config_from_dict
+from model.evaluate import FUSED, gather, load_checkpoint, predict, summarise
+from model.loss import chr_loss
+from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.classes import CLASSES
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device) from torchrun's environment; a plain process is rank 0 of 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
+    """Train for cfg.epochs (continuing from <out>/last.pt when resume); return the last epoch's summary.
+
+    `data` is the loader module (model.data by default; tests pass a stand-in with the same contract).
+    """
+    if data is None:
+        import model.data as data
+    device = resolve_device(cfg.device)
+    rank, world_size, device = setup_distributed(device)
+    on_gpu = device.type == "cuda"
+    cfg = replace(cfg, device=str(device), amp=on_gpu if cfg.amp is None else cfg.amp,
+                  channels_last=on_gpu if cfg.channels_last is None else cfg.channels_last)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    model = build_model(cfg.model)
+    if cfg.weights:
+        load_weights(model.backbone, cfg.weights)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_steps), gamma=0.1)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
+    start_epoch, best_map, history = 0, -1.0, []
+    if resume and (out / "last.pt").exists():
+        ckpt = load_checkpoint(out / "last.pt", device)
+        if train_config_from_dict(ckpt["config"]).model != cfg.model:
+            raise ValueError(f"{out / 'last.pt'}: its model config differs from this run's; use another out")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_map, history = ckpt["epoch"], ckpt["best_map"], ckpt["history"]
+        set_rng_state(ckpt["rng"])
+    net = model
+    if world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    if rank == 0:
+        write_json(out / "config.json", to_dict(cfg))
+
+    lcfg = data.LoaderConfig(backend=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
+                             resize=cfg.resize, crop=cfg.crop, test_size=cfg.test_size,
+                             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, device=str(device))
+    steps = data.split_info(cfg.shards, "train")["count"] // world_size // cfg.batch_size
+    summary = None
+    for epoch in range(start_epoch, cfg.epochs):
+        # ---- train one epoch ----
+        net.train()
+        t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
+        loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        bar = tqdm(loader, total=steps, desc=desc, unit="batch", disable=rank != 0)
+        for batch in bar:
+            images = batch.images.to(device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=cfg.amp):
+                outputs = net(images)
+            loss = chr_loss(outputs.logits, batch.labels.to(device), balanced=cfg.model.balanced,
+                            epsilon=cfg.model.epsilon)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach()
+            seen += len(batch.ids)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen * world_size / (time.time() - t0):.1f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        train_loss = loss_sum.item() / max(seen // cfg.batch_size, 1)
+        images_per_s = seen * world_size / (time.time() - t0)
+
+        # ---- evaluate on the full test split (every rank's share gathered) ----
+        test = data.make_loader(cfg.shards, "test", lcfg, rank=rank, world_size=world_size)
+        pred = predict(model, test, device, amp=cfg.amp, channels_last=cfg.channels_last)
+        summary = summarise(gather(pred))
+        model_map = summary["map"][FUSED]
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": round(train_loss, 6),
+               "images_per_s": round(images_per_s, 1), "test_count": summary["count"],
+               **{f"ap_{c}": a for c, a in zip(CLASSES, summary["ap"][FUSED], strict=True)}, "map": model_map}
+        history.append(row)
+
+        # ---- checkpoint (rank 0; atomic, last.pt written last marks the epoch done) ----
+        if rank == 0:
+            write_metrics_csv(out / "metrics.csv", history)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                     "best_map": max(best_map, model_map or 0.0), "history": history, "config": to_dict(cfg),
+                     "rng": rng_state()}
+            if model_map is not None and model_map > best_map:
+                save_checkpoint(out / "best.pt", state)
+            save_checkpoint(out / "last.pt", state)
+            tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f}  mAP {100 * (model_map or 0):.2f}  "
+                       f"{images_per_s:.1f} img/s")
+        best_map = max(best_map, model_map or 0.0)
+        if world_size > 1:
+            dist.barrier()
+    return summary

@@ -1,0 +1,77 @@
+"""A stand-in for model.data with the loader contract's shapes, for tests of the trainer and evaluator.
+
+Samples are deterministic functions of their index: a class is present when its bit is set in the
+index, and a present class paints a bright square in a class-specific corner so a model can learn it.
+Train batches are shuffled by (seed, epoch) only, so runs are repeatable; ranks take disjoint samples.
+"""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+@dataclass
+class LoaderConfig:
+    backend: str = "cpu"
+    batch_size: int = 8
+    workers: int = 0
+    resize: int = 72
+    crop: int = 64
+    test_size: int = 64
+    shuffle_buffer: int = 100
+    seed: int = 0
+    device: str = "cpu"
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor
+    labels: torch.Tensor
+    difficult: torch.Tensor
+    ids: list
+    meta: list
+
+
+COUNTS = {"train": 48, "test": 20}
+SIZE = 200  # the "original" image side used for boxes and pointing
+
+
+def sample(index: int, side: int):
+    labels = torch.tensor([(index >> c) & 1 for c in range(5)], dtype=torch.float32)
+    g = torch.Generator().manual_seed(index)
+    image = torch.randn(3, side, side, generator=g) * 0.3
+    boxes = []
+    for c in range(5):
+        if labels[c]:
+            x0, y0 = (c % 3) * side // 3, (c // 3) * side // 2
+            image[:, y0:y0 + side // 4, x0:x0 + side // 4] += 2.0
+            s = SIZE / side
+            boxes.append({"cls": ("gun", "knife", "wrench", "pliers", "scissors")[c], "xmin": x0 * s,
+                          "ymin": y0 * s, "xmax": (x0 + side // 4) * s, "ymax": (y0 + side // 4) * s})
+    return image, labels, {"width": SIZE, "height": SIZE, "boxes": boxes}
+
+
+def split_info(shards, split):
+    return {"shards": [], "count": COUNTS[split]}
+
+
+SEEN = []  # (split, rank, ids) of every batch, for the tests to inspect
+
+
+def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0):
+    indices = list(range(COUNTS[split]))
+    side = cfg.crop if split == "train" else cfg.test_size
+    if split == "train":
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        indices = [indices[i] for i in order]
+    mine = indices[rank::world_size]
+    if split == "train":
+        per_rank = COUNTS[split] // world_size // cfg.batch_size * cfg.batch_size
+        mine = mine[:per_rank]
+    for start in range(0, len(mine), cfg.batch_size):
+        chunk = mine[start:start + cfg.batch_size]
+        images, labels, metas = zip(*(sample(i, side) for i in chunk), strict=True)
+        ids = [f"P{i:05d}" for i in chunk]
+        SEEN.append((split, rank, ids))
+        yield Batch(torch.stack(images), torch.stack(labels), torch.zeros(len(chunk), 5, dtype=torch.bool),
+                    ids, list(metas))
