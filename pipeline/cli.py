@@ -12,6 +12,32 @@ def main():
 
 # --- ingest (pipeline/ingest.py) ---
 
+
+@main.command("ingest")
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Raw root holding JPEGImage/, ImageSet/ and Annotation/.")
+@click.option("--out", type=click.Path(file_okay=False), default="manifests", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of our train/test split.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
+@click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Images per resumable task.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
+              help="Header width*height over this is too_large (checked before decoding).")
+def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
+    """Validate a raw SIXray folder into OUT/manifest.parquet; exit 1 if any row is unusable."""
+    from pipeline.ingest import ingest
+
+    summary = ingest(raw, out, seed=seed, workers=workers, scheduler=scheduler, chunk_size=chunk_size,
+                     max_pixels=max_pixels)
+    click.echo(f"{summary['total']} ids: {summary['usable']} usable, {summary['bad']} bad "
+               f"({summary['chunks_done_before']} chunks already done)")
+    for status, count in summary["by_status"].items():
+        click.echo(f"  {status:<15} {count:>9}")
+    click.echo(f"  split: {', '.join(f'{k} {v}' for k, v in summary['by_split'].items())}")
+    if summary["bad"]:
+        raise SystemExit(1)
+
 # --- build-shards (pipeline/shards.py) ---
 
 

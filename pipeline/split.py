@@ -1,0 +1,52 @@
+"""Our deterministic 80/20 train/test split.
+
+Rule (exact): take the usable rows, order them by their 5-class presence vector (gun, knife, wrench,
+pliers, scissors), then by `stable_hash(seed, 'split', id)`, then by id; the row at 0-based position j
+in that order is 'test' iff j % 5 == 4, else 'train'.
+
+So exactly floor(n/5) of the n usable rows are test, each label combination is a contiguous run
+whose test count is floor or ceil of a fifth of it (the per-class test share stays at 20% up to
+rounding of one image per combination), and within a combination the hash, not file or row order,
+picks which ids. The split depends only on the ids, their labels and the seed; build-shards reuses
+the manifest's column, so an image has the same split in every subset.
+"""
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.classes import CLASSES
+from pipeline.hashing import stable_hashes
+
+TEST_EVERY = 5
+"""One in five rows goes to test: 80/20."""
+
+
+def register_split_hash(con: duckdb.DuckDBPyConnection, seed: int) -> None:
+    """Make `split_hash(id)` (stable_hash(seed, 'split', id) as UBIGINT) callable in con's SQL."""
+
+    def split_hash(ids: pa.Array) -> pa.Array:
+        return pa.array(stable_hashes(seed, "split", ids.to_pylist()), pa.uint64())
+
+    con.create_function("split_hash", split_hash, ["VARCHAR"], "UBIGINT", type="arrow")
+
+
+def split_sql(relation: str, usable_statuses) -> str:
+    """SELECT over `relation` (columns id, status and the CLASSES) adding a `split` column, null where
+    the status is not usable. Needs register_split_hash on the connection."""
+    usable = "status IN (" + ", ".join(f"'{s}'" for s in usable_statuses) + ")"
+    order = ", ".join(CLASSES) + ", split_hash(id), id"
+    position = f"row_number() OVER (PARTITION BY {usable} ORDER BY {order}) - 1"
+    return (f"SELECT *, CASE WHEN {usable} THEN CASE WHEN ({position}) % {TEST_EVERY} = {TEST_EVERY - 1} "
+            f"THEN 'test' ELSE 'train' END END AS split FROM {relation}")
+
+
+def assign_splits(ids: list[str], labels: list[tuple[int, ...]], seed: int) -> list[str]:
+    """The split of each id given its 5-class presence vector: the same SQL the manifest uses."""
+    table = pa.table({"id": ids, "status": ["ok"] * len(ids),
+                      **{c: pa.array([row[k] for row in labels], pa.int8()) for k, c in enumerate(CLASSES)}})
+    con = duckdb.connect()
+    register_split_hash(con, seed)
+    con.register("split_input", table)
+    rows = con.execute(f"SELECT id, split FROM ({split_sql('split_input', ('ok',))})").fetchall()
+    by_id = dict(rows)
+    return [by_id[i] for i in ids]
