@@ -1,0 +1,223 @@
+"""Render one SIXray-like dual-energy X-ray scan: a bag, its clutter and the threats, as an RGB image.
+
+Physics: every object adds thickness to one of three per-pixel material maps (organic, inorganic,
+metal). Transmission at the two energies is T(E) = exp(-sum_m mu_m(E) t_m), so overlapping objects
+multiply transmissions (add in log space) and stay translucent. Colour follows the scanners' mapping:
+hue from the material ratio R = ln T_low / ln T_high (orange organic, green inorganic, blue metal),
+saturation 1 - m^3 and value 1 - (1 - m)^3 with m the mean transmission, so empty belt is white and
+dense stacks go dark. Shapes are polygons drawn with PIL on small per-object canvases (rotation and
+foreshortening transform the vertices, never an image), then added into the maps with numpy.
+
+Everything here is pure: the caller hands in a numpy Generator and gets pixels and boxes back.
+"""
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from pipeline import shapes
+from pipeline.shapes import LOOP, POLY
+
+MU = np.array(
+    # attenuation per unit thickness at (low, high) energy; R = 1.33 organic, 1.75 inorganic, 2.4 metal
+    [[0.40, 0.30], [0.70, 0.40], [1.20, 0.50]],
+    dtype=np.float32,
+)
+LEVELS = 200.0
+"""Canvas grey level that stands for an object's thickest part (8-bit canvases, headroom for noise)."""
+
+# ---------------------------------------------------------------- colour
+
+
+def _hue_table() -> np.ndarray:
+    """Hue (PIL's 0-255 scale) per quantised ratio index i, R = 1 + i / 100."""
+    ratio = 1.0 + np.arange(256) / 100.0
+    degrees = np.interp(ratio, [1.0, 1.4, 1.55, 1.7, 1.95, 2.2, 3.5], [24, 30, 70, 115, 160, 215, 235])
+    return np.round(degrees * 255 / 360).astype(np.uint8)
+
+
+_HUE = _hue_table()
+_M = np.arange(256) / 255.0
+_SATURATION = np.round(255 * (1 - _M**3)).astype(np.uint8)
+_VALUE = np.round(255 * (1 - (1 - _M) ** 3)).astype(np.uint8)
+
+
+def attenuation(thickness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-ln T at (low, high) energy from the (3, H, W) material thickness maps."""
+    low = MU[0, 0] * thickness[0] + MU[1, 0] * thickness[1] + MU[2, 0] * thickness[2]
+    high = MU[0, 1] * thickness[0] + MU[1, 1] * thickness[1] + MU[2, 1] * thickness[2]
+    return low, high
+
+
+def colourise(low: np.ndarray, high: np.ndarray, hue_shift: int = 0) -> Image.Image:
+    """Pseudo-colour RGB image from the two attenuation maps (-ln T_low, -ln T_high)."""
+    ratio = low / np.maximum(high, 1e-6)
+    ratio_index = np.clip((ratio - 1.0) * 100.0, 0, 255).astype(np.uint8)
+    mean_t = (np.exp(-low) + np.exp(-high)) * 0.5
+    m_index = (mean_t * 255.0 + 0.5).astype(np.uint8)
+    hue = (_HUE.astype(np.int16) + hue_shift).clip(0, 255).astype(np.uint8)[ratio_index]
+    bands = [Image.fromarray(a) for a in (hue, _SATURATION[m_index], _VALUE[m_index])]
+    return Image.merge("HSV", bands).convert("RGB")
+
+
+# ---------------------------------------------------------------- the scene
+
+
+class Scene:
+    """Per-material thickness maps of one scan, filled object by object."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.thickness = np.zeros((3, height, width), dtype=np.float32)
+
+    def draw(self, parts, cx, cy, scale, angle=0.0, squash=1.0, density=1.0):
+        """Add an object given in local units, scaled, foreshortened (local y times squash), rotated and
+        centred at (cx, cy). Returns its tight pixel box (x0, y0, x1, y1), clipped to the image, or None."""
+        c, s = math.cos(angle) * scale, math.sin(angle) * scale
+        m = np.array([[c, s * squash], [-s, c * squash]], dtype=np.float32)  # applied as pts @ m
+        placed = [(mat, kind, pts @ m + (cx, cy), t, max(1, round(w * scale))) for mat, kind, pts, t, w in parts]
+        every = np.concatenate([p[2] for p in placed])
+        pad = max(p[4] for p in placed) / 2 + 2
+        ox, oy = math.floor(every[:, 0].min() - pad), math.floor(every[:, 1].min() - pad)
+        size = (math.ceil(every[:, 0].max() + pad) - ox + 1, math.ceil(every[:, 1].max() + pad) - oy + 1)
+        # a tilted flat object is crossed on a longer path, so it attenuates more
+        density = density * min(1.0 / max(squash, 1e-3), 2.0)
+        box = None
+        for material in sorted({p[0] for p in placed}):
+            own = [p for p in placed if p[0] == material]
+            top = max(p[3] for p in own)
+            canvas = Image.new("L", size, 0)
+            pen = ImageDraw.Draw(canvas)
+            for _, kind, pts, t, w in own:
+                xy = (pts - (ox, oy)).ravel().tolist()
+                level = round(LEVELS * t / top)
+                if kind == POLY:  # solid bodies show darker rims: rays graze along their walls
+                    pen.polygon(xy, fill=level, outline=min(round(level * 1.25), 255))
+                else:
+                    pen.line(xy + xy[:2] if kind == LOOP else xy, fill=level, width=w, joint="curve")
+            box = _union(box, self._add(canvas, material, ox, oy, top * density / LEVELS))
+        return box
+
+    def _add(self, canvas: Image.Image, material: int, ox: int, oy: int, unit: float):
+        bbox = canvas.getbbox()
+        if bbox is None:
+            return None
+        x0, y0 = max(ox + bbox[0], 0), max(oy + bbox[1], 0)
+        x1, y1 = min(ox + bbox[2], self.width), min(oy + bbox[3], self.height)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        pixels = np.asarray(canvas.crop((x0 - ox, y0 - oy, x1 - ox, y1 - oy)), dtype=np.float32)
+        self.thickness[material, y0:y1, x0:x1] += pixels * unit
+        return (x0, y0, x1, y1)
+
+    def render(self, rng, noise: float = 0.12) -> Image.Image:
+        """Colour image of the scene, with low-frequency density noise, slight blur and edge enhancement."""
+        low, high = attenuation(self.thickness)
+        field = _low_frequency(rng, self.width, self.height, noise)
+        low *= field
+        high *= field
+        image = colourise(low, high, hue_shift=int(rng.integers(-3, 4)))
+        return image.filter(ImageFilter.BoxBlur(0.6)).filter(ImageFilter.EDGE_ENHANCE)
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return a or b
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _low_frequency(rng, width, height, amplitude) -> np.ndarray:
+    """Smooth multiplicative 'spots' around 1: a coarse random grid upsampled bilinearly."""
+    grid = (1 + amplitude * rng.standard_normal((6, 6))).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, "F").resize((width, height), Image.BILINEAR))
+
+
+# ---------------------------------------------------------------- one scan
+
+
+def render_scan(rng, width: int, height: int, threats, difficulty: float = 0.5):
+    """Render a bag with clutter, look-alikes and the given threats.
+
+    threats: (class, box area as a fraction of the image) pairs, one per box to draw.
+    Returns the RGB image and one (class, xmin, ymin, xmax, ymax) tight pixel box per threat.
+    """
+    scene = Scene(width, height)
+    bag = _draw_bag(scene, rng)
+    for _ in range(rng.poisson(4 + 18 * difficulty) + 2):
+        _draw_clutter(scene, rng, bag)
+    for _ in range(rng.poisson(0.5 + 2.5 * difficulty)):
+        _draw_lookalike(scene, rng, bag)
+    boxes = []
+    for cls, area in threats:
+        box = _draw_threat(scene, rng, bag, cls, area, difficulty)
+        if box is not None:
+            boxes.append((cls, *box))
+            for _ in range(rng.poisson(2.0 * difficulty)):  # dense clutter piled on top of it
+                _draw_clutter(scene, rng, box, dense=True)
+    return scene.render(rng, noise=0.08 + 0.1 * difficulty), boxes
+
+
+def _draw_bag(scene: Scene, rng):
+    """Draw the bag filling most of the frame; return its pixel rectangle (x0, y0, x1, y1)."""
+    w, h = scene.width, scene.height
+    mx, my = rng.uniform(0.02, 0.1, 2)
+    bag_w, bag_h = w * (1 - 2 * mx), h * (1 - 2 * my)
+    maker = shapes.BAGS[rng.integers(len(shapes.BAGS))]
+    scene.draw(maker(rng, bag_h / bag_w), w / 2, h / 2, bag_w, angle=rng.normal(0, 0.03))
+    return (w * mx, h * my, w * (1 - mx), h * (1 - my))
+
+
+def _draw_clutter(scene: Scene, rng, region, dense=False):
+    makers = _DENSE if dense else shapes.CLUTTER
+    weights = np.array([m[1] for m in makers], dtype=np.float64)
+    maker, _, (lo, hi) = makers[rng.choice(len(makers), p=weights / weights.sum())]
+    long_side = max(region[2] - region[0], region[3] - region[1], 8)
+    scene.draw(maker(rng), *_inside(rng, region), long_side * rng.uniform(lo, hi), angle=rng.uniform(0, 2 * math.pi),
+               squash=rng.uniform(0.5, 1.0), density=rng.uniform(0.7, 1.3))
+
+
+_DENSE = tuple(m for m in shapes.CLUTTER if m[0] in (shapes.electronics, shapes.cable, shapes.keys,
+                                                        shapes.coins, shapes.bottle))
+
+
+def _draw_lookalike(scene: Scene, rng, bag):
+    maker = shapes.LOOKALIKES[rng.integers(len(shapes.LOOKALIKES))]
+    long_side = max(bag[2] - bag[0], bag[3] - bag[1])
+    scene.draw(maker(rng), *_inside(rng, bag), long_side * rng.uniform(0.12, 0.4), angle=rng.uniform(0, 2 * math.pi),
+               squash=rng.uniform(0.6, 1.0), density=rng.uniform(0.7, 1.2))
+
+
+def _draw_threat(scene: Scene, rng, bag, cls, area, difficulty):
+    """Draw one threat whose tight box covers `area` of the image, rotated, foreshortened, inside the bag."""
+    parts = shapes.THREATS[cls](rng)
+    if rng.random() < difficulty:
+        angle = rng.uniform(0, 2 * math.pi)
+    else:  # easier scans keep threats near the belt's axes, as packers lay them
+        angle = rng.integers(4) * math.pi / 2 + rng.normal(0, 0.2)
+    squash = math.cos(rng.uniform(0, 0.3 + 0.9 * difficulty))
+    if rng.random() < 0.5:
+        parts = [(m, k, p * (1, -1), t, w) for m, k, p, t, w in parts]  # mirror image
+    box_w, box_h = _extent(parts, angle, squash)
+    scale = math.sqrt(area * scene.width * scene.height / (box_w * box_h))
+    scale = min(scale, 0.95 * scene.width / box_w, 0.95 * scene.height / box_h)
+    half_w, half_h = box_w * scale / 2, box_h * scale / 2
+    region = (bag[0] + half_w, bag[1] + half_h, bag[2] - half_w, bag[3] - half_h)
+    if region[0] >= region[2] or region[1] >= region[3]:  # larger than the bag: anywhere in the frame
+        region = (half_w, half_h, max(scene.width - half_w, half_w + 1), max(scene.height - half_h, half_h + 1))
+    cx, cy = rng.uniform(region[0], region[2]), rng.uniform(region[1], region[3])
+    density = rng.uniform(0.7, 1.2) * (1 - 0.3 * difficulty)
+    return scene.draw(parts, cx, cy, scale, angle=angle, squash=squash, density=density)
+
+
+def _extent(parts, angle, squash):
+    """Width and height of the parts' vertices after rotation and foreshortening at unit scale."""
+    c, s = math.cos(angle), math.sin(angle)
+    m = np.array([[c, s * squash], [-s, c * squash]], dtype=np.float32)
+    pts = np.concatenate([p[2] for p in parts]) @ m
+    span = pts.max(axis=0) - pts.min(axis=0)
+    return max(float(span[0]), 1e-3), max(float(span[1]), 1e-3)
+
+
+def _inside(rng, region):
+    return rng.uniform(region[0], region[2]), rng.uniform(region[1], region[3])
