@@ -1,0 +1,334 @@
+"""Streaming loaders over `pipeline build-shards` output: CPU (webdataset + Pillow draft decoding) and
+NVIDIA DALI, both yielding the same `Batch`.
+
+Epoch contract: for split="test" every sample appears exactly once across ranks x workers, in shard
+order; for split="train" each rank reads a disjoint set of shards (cycling them if it runs short) and
+yields exactly floor(count / world_size / batch_size) batches, so DDP ranks never wait on each other.
+"""
+
+import io
+import itertools
+import json
+import random
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "test")
+
+
+@dataclass
+class LoaderConfig:
+    backend: str = "cpu"  # "cpu" (webdataset + Pillow) | "dali"
+    batch_size: int = 32
+    workers: int = 2  # DataLoader workers (cpu) / DALI threads
+    resize: int = 256  # train: square resize to this, then random crop `crop`, random h-flip
+    crop: int = 224
+    test_size: int = 224  # test: square resize to this (no crop)
+    shuffle_buffer: int = 1000
+    seed: int = 0
+    device: str = "cpu"  # where batches land ("cuda:0" for DALI mixed decoding)
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # float32 [B, 3, H, W], ImageNet-normalised
+    labels: torch.Tensor  # float32 [B, 5]: 1 present (difficult included), 0 absent
+    difficult: torch.Tensor  # bool [B, 5]
+    ids: list[str]
+    meta: list[dict]  # {"width", "height", "boxes"} in original image pixels (boxes: test split)
+
+    def to(self, device: str) -> "Batch":
+        move = {"non_blocking": True}
+        return self._replace(
+            images=self.images.to(device, **move),
+            labels=self.labels.to(device, **move),
+            difficult=self.difficult.to(device, **move),
+        )
+
+
+class ShardError(RuntimeError):
+    """A shard is missing, truncated or unreadable; the message names it."""
+
+
+def split_info(shards, split: str) -> dict:
+    """The split's entry of <shards>/_info.json ({"shards", "counts", "count"}) plus the run's classes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(shards) / "_info.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run (or finish) `pipeline build-shards`")
+    info = json.loads(path.read_text())
+    return {**info[split], "classes": info["classes"], "ratio": info["ratio"]}
+
+
+def make_loader(shards, split: str, cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, epoch: int = 0):
+    """An iterable of Batch over one epoch of `split` for this rank (see the module docstring)."""
+    info = split_info(shards, split)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world_size {world_size}")
+    if split == "train" and len(info["shards"]) < world_size:
+        raise ValueError(
+            f"{shards}: train has {len(info['shards'])} shards, fewer than world_size {world_size}; "
+            "rebuild with a smaller --shard-size so every rank gets its own shards"
+        )
+    loaders = {"cpu": CpuLoader, "dali": DaliLoader}
+    if cfg.backend not in loaders:
+        raise ValueError(f"unknown loader backend {cfg.backend!r} (cpu | dali)")
+    return loaders[cfg.backend](Path(shards), split, info, cfg, rank, world_size, epoch)
+
+
+def train_batches(info: dict, cfg: LoaderConfig, world_size: int) -> int:
+    return info["count"] // world_size // cfg.batch_size
+
+
+# --- CPU: webdataset + Pillow ---
+
+
+class CpuLoader:
+    """This rank's shards (every world_size-th), split again by DataLoader worker."""
+
+    def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
+        self.split, self.cfg, self.world_size = split, cfg, world_size
+        mine = list(range(rank, len(info["shards"]), world_size))
+        self.urls = [str(shards / info["shards"][i]) for i in mine]
+        self.counts = [info["counts"][i] for i in mine]
+        # Test: never more workers than shards, so no worker idles and the epoch stays exact.
+        self.workers = min(cfg.workers, len(self.urls))
+        self.dataset = ShardStream(
+            self.urls, self.counts, split, cfg, seed=(cfg.seed, epoch, rank), workers=self.workers
+        )
+        self.info = info
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples skipped so far by this loader's workers."""
+        return int(self.dataset.skipped.sum())
+
+    def __len__(self) -> int:
+        if self.split == "train":
+            return train_batches(self.info, self.cfg, self.world_size)
+        per_worker = [sum(self.counts[w :: self.workers]) for w in range(self.workers)]
+        return sum(-(-n // self.cfg.batch_size) for n in per_worker)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if not self.urls:
+            return iter(())
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch_size,
+            num_workers=self.workers,
+            collate_fn=collate,
+            pin_memory=self.cfg.device.startswith("cuda"),
+            prefetch_factor=4 if self.workers else None,
+        )
+        batches = (b.to(self.cfg.device) for b in loader)
+        return itertools.islice(batches, len(self)) if self.split == "train" else batches
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    def __init__(self, urls, counts, split, cfg: LoaderConfig, seed: tuple, workers: int):
+        self.urls, self.counts, self.split, self.cfg, self.seed = urls, counts, split, cfg, seed
+        # One slot per worker in shared memory: workers count their skips, the main process sums them.
+        self.skipped = torch.zeros(max(workers, 1), dtype=torch.int64).share_memory_()
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
+        shards = list(zip(self.urls, self.counts, strict=True))
+        train = self.split == "train"
+        samples = self.train_samples(shards, wid, nworkers) if train else read_shards(shards[wid::nworkers])
+        size = self.cfg.resize if train else self.cfg.test_size
+        crop_rng = np.random.default_rng([*self.seed, wid])
+        for sample in samples:
+            decoded = decode(sample, size, self.cfg.crop if train else None, crop_rng)
+            if decoded is None:
+                self.skipped[wid] += 1
+            else:
+                yield decoded
+
+    def train_samples(self, shards: list, wid: int, nworkers: int):
+        """Endless shuffled raw samples of this worker. The DataLoader takes batches from its workers in
+        turn, so the workers' streams must be equally long or the shorter ones repeat samples within an
+        epoch: shards are dealt to workers when they divide evenly, else every worker reads the same
+        shard sequence and keeps every nworkers-th sample (more reading, no decoding of the others)."""
+        if len(shards) % nworkers == 0:
+            samples = cycle_shards(shards[wid::nworkers], random.Random(repr((*self.seed, wid))))
+        else:
+            samples = itertools.islice(
+                cycle_shards(shards, random.Random(repr(self.seed))), wid, None, nworkers
+            )
+        rng = random.Random(repr((*self.seed, wid, "buffer")))
+        return wds.shuffle(self.cfg.shuffle_buffer, self.cfg.shuffle_buffer // 2, rng=rng)(samples)
+
+
+def cycle_shards(shards: list, rng: random.Random):
+    """Train: this worker's shards over and over, in a fresh random order each pass."""
+    while True:
+        shards = shards[:]
+        rng.shuffle(shards)
+        yield from read_shards(shards)
+
+
+def read_shards(shards: list):
+    """Raw samples of each shard in order; a missing, unreadable or short shard raises ShardError."""
+    for url, expected in shards:
+        seen = 0
+        try:
+            for sample in wds.tarfile_samples([{"url": url}]):
+                seen += 1
+                yield sample
+        except Exception as error:
+            raise ShardError(f"{url}: unreadable shard ({type(error).__name__}: {error})") from error
+        if seen != expected:
+            raise ShardError(f"{url}: {seen} samples where _info.json lists {expected}; truncated shard?")
+
+
+def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) -> dict | None:
+    """Decode, square-resize to `size` (JPEG draft mode: the decoder downscales by 1/2..1/8 on the fly),
+    then for training a random `crop` and horizontal flip. None (with a warning) when the JPEG is corrupt."""
+    try:
+        img = Image.open(io.BytesIO(sample["jpg"]))
+        img.draft("RGB", (size, size))
+        pixels = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+        meta = json.loads(sample["json"])
+    except (OSError, SyntaxError, ValueError, KeyError) as error:
+        warnings.warn(
+            f"{sample.get('__url__')}: skipping corrupt sample {sample.get('__key__')}: {error}", stacklevel=2
+        )
+        return None
+    if crop is not None:
+        top, left = rng.integers(0, size - crop + 1, size=2)
+        pixels = pixels[top : top + crop, left : left + crop]
+        if rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))),
+        "labels": torch.from_numpy(np.frombuffer(sample["lbl"], "<f4").copy()),
+        "difficult": torch.from_numpy(np.frombuffer(sample["dif"], np.uint8).astype(bool)),
+        "id": meta["id"],
+        "meta": {"width": meta["width"], "height": meta["height"], "boxes": meta.get("boxes", [])},
+    }
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float32 ImageNet-normalised, in one vectorised pass per batch."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+def collate(samples: list[dict]) -> Batch:
+    return Batch(
+        images=normalise(torch.stack([s["image"] for s in samples])),
+        labels=torch.stack([s["labels"] for s in samples]),
+        difficult=torch.stack([s["difficult"] for s in samples]),
+        ids=[s["id"] for s in samples],
+        meta=[s["meta"] for s in samples],
+    )
+
+
+# --- DALI ---
+
+
+class DaliLoader:
+    """fn.readers.webdataset over every shard with the DALI indexes; DALI splits the samples into
+    world_size contiguous, disjoint parts. Decoding is "mixed" (nvJPEG) on a CUDA device, "cpu" otherwise;
+    everything else is the same code on both."""
+
+    def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
+        self.split, self.cfg, self.info, self.world_size = split, cfg, info, world_size
+        self.paths = [str(shards / name) for name in info["shards"]]
+        self.rank, self.seed = rank, cfg.seed * 1_000_003 + epoch * 1009 + rank
+
+    def __len__(self) -> int:
+        if self.split == "train":
+            return train_batches(self.info, self.cfg, self.world_size)
+        n = self.info["count"]
+        share = (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
+        return -(-share // self.cfg.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        if not self.paths:
+            return iter(())
+        pipe = dali_pipeline(
+            self.paths, self.split == "train", self.cfg, self.rank, self.world_size, self.seed
+        )
+        pipe.build()
+        policy = LastBatchPolicy.DROP if self.split == "train" else LastBatchPolicy.PARTIAL
+        outputs = DALIGenericIterator(
+            pipe,
+            ["images", "labels", "difficult", "json"],
+            reader_name="reader",
+            last_batch_policy=policy,
+            auto_reset=False,
+        )
+        batches = (self.to_batch(out[0]) for out in outputs)
+        return itertools.islice(batches, len(self))
+
+    def to_batch(self, out: dict) -> Batch:
+        metas = [json.loads(bytes(row.cpu().numpy()).rstrip(b"\0")) for row in out["json"]]
+        return Batch(
+            images=out["images"],
+            labels=out["labels"].float(),
+            difficult=out["difficult"].bool(),
+            ids=[m["id"] for m in metas],
+            meta=[{"width": m["width"], "height": m["height"], "boxes": m.get("boxes", [])} for m in metas],
+        ).to(self.cfg.device)
+
+
+def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, world_size: int, seed: int):
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = cfg.device.startswith("cuda")
+    device_id = (torch.device(cfg.device).index or 0) if gpu else None
+
+    @pipeline_def(batch_size=cfg.batch_size, num_threads=max(cfg.workers, 1), device_id=device_id, seed=seed)
+    def pipeline():
+        jpeg, labels, difficult, meta = fn.readers.webdataset(
+            paths=paths,
+            index_paths=[str(Path(p).with_suffix(".idx")) for p in paths],
+            ext=["jpg", "lbl", "dif", "json"],
+            dtypes=[types.UINT8, types.FLOAT, types.UINT8, types.UINT8],
+            missing_component_behavior="error",
+            shard_id=rank,
+            num_shards=world_size,
+            random_shuffle=train,
+            initial_fill=cfg.shuffle_buffer,
+            pad_last_batch=not train,
+            name="reader",
+        )
+        images = fn.decoders.image(jpeg, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        size = cfg.resize if train else cfg.test_size
+        images = fn.resize(images, resize_x=size, resize_y=size)
+        normalise_args = dict(
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[m * 255 for m in IMAGENET_MEAN],
+            std=[s * 255 for s in IMAGENET_STD],
+        )
+        if train:
+            images = fn.crop_mirror_normalize(
+                images,
+                crop=(cfg.crop, cfg.crop),
+                crop_pos_x=fn.random.uniform(range=(0.0, 1.0)),
+                crop_pos_y=fn.random.uniform(range=(0.0, 1.0)),
+                mirror=fn.random.coin_flip(),
+                **normalise_args,
+            )
+        else:
+            images = fn.crop_mirror_normalize(images, **normalise_args)
+        # The JSON lengths differ: pad with NULs to the batch's longest so the iterator gets one tensor.
+        return images, labels, difficult, fn.pad(meta, fill_value=0)
+
+    return pipeline()
