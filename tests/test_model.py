@@ -6,15 +6,9 @@ from model.chr import build_model
 from model.config import VARIANTS, ModelConfig
 from model.loss import chr_loss
 
-HEAVY = {"resnet101", "inception_v3", "densenet121"}
 
-
-def _params(backbone):
-    marks = [pytest.mark.slow] if backbone in HEAVY else []
-    return [pytest.param(backbone, v, marks=marks, id=f"{backbone}-{v}") for v in VARIANTS]
-
-
-@pytest.mark.parametrize("backbone,variant", [p for b in BACKBONES for p in _params(b)])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_forward_backward(backbone, variant):
     torch.manual_seed(0)
     cfg = ModelConfig(backbone=backbone, variant=variant)
