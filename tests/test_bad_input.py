@@ -1,0 +1,209 @@
+"""A raw folder with every kind of bad input the release (or a broken copy) can hold: each must become
+the right status on its row, the run must complete and the exit code must say something was bad."""
+
+import hashlib
+import io
+import struct
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.labels import LabelFileError, build_labels
+from pipeline.validate import inspect_bytes
+
+HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
+
+
+def jpeg(size=(64, 48), mode="RGB", seed=0) -> bytes:
+    img = Image.effect_noise(size, 40 + seed).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def with_header_size(data: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its SOF0 header claiming another size (nothing else changes)."""
+    sof = data.index(b"\xff\xc0")
+    return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+
+
+def corrupted(data: bytes) -> bytes:
+    """Garbage in the middle of the entropy-coded data, header and end marker intact."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0x5A if i % 7 else 0xFF for i, b in enumerate(data[mid:mid + 600])) \
+        + data[mid + 600:]
+
+
+def xml(*objects: tuple[str, tuple]) -> str:
+    body = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+        f"<ymax>{b[3]}</ymax></bndbox></object>" for name, b in objects)
+    return f"<annotation><size><width>64</width><height>48</height></size>{body}</annotation>"
+
+
+def row(name: str, *values: int) -> str:
+    return ",".join([name, *map(str, values)])
+
+
+EXPECTED = {
+    "P00001": "ok",  # lower-case class name in its XML
+    "P00002": "corrupt",
+    "P00003": "truncated",
+    "P00004": "empty",
+    "P00005": "not_jpeg",  # a PNG named .jpg
+    "P00006": "ok",  # CMYK
+    "P00007": "ok",  # grayscale
+    "P00008": "too_large",  # header 10000x5000: over our 40 MP limit, under Pillow's bomb limit
+    "P00021": "too_large",  # header 30000x30000: Pillow's own bomb check fires first
+    "P00009": "duplicate_id",  # P00009.jpg and P00009.JPG
+    "P00010": "no_image",
+    "N0000001": "no_label",
+    "P00011": "unknown_class",  # XML box named Bomb
+    "P00012": "unknown_class",  # CSV column Grenade marked present
+    "P00022": "ok",  # CSV column Grenade marked absent: nothing lost
+    "P00013": "bad_xml",
+    "P00014": "no_boxes",  # XML whose objects have empty fields
+    "P00018": "no_boxes",  # no XML at all
+    "P00015": "label_conflict",
+    "P00016": "ok",  # named 'P00016.jpg' in the CSV
+    "P00017": "ok",  # lower-case CSV header
+    "P00019": "ok",  # knife plus a Hammer box
+    "P00020": "ok",  # pliers 'difficult' (0)
+    "N000037": "ok",  # 6-digit negative id, kept as written
+    "N0000002": "ok",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_raw(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("bad_raw")
+    images, notes, sets = raw / "JPEGImage", raw / "Annotation", raw / "ImageSet"
+    for folder in (images, notes, sets / "10", sets / "extra"):
+        folder.mkdir(parents=True)
+    good = jpeg()
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), "orange").save(png, "PNG")
+    files = {
+        "P00001.jpg": good, "P00002.jpg": corrupted(jpeg(seed=2)), "P00003.jpg": jpeg(seed=3)[:900],
+        "P00004.jpg": b"", "P00005.jpg": png.getvalue(), "P00006.jpg": jpeg(mode="CMYK"),
+        "P00007.jpg": jpeg(mode="L"), "P00008.jpg": with_header_size(good, 10000, 5000),
+        "P00021.jpg": with_header_size(good, 30000, 30000),
+        "P00009.jpg": good, "P00009.JPG": jpeg(seed=9), "N0000001.jpg": good,
+        **{f"{i}.jpg": jpeg(seed=k) for k, i in enumerate(
+            ["P00011", "P00012", "P00022", "P00013", "P00014", "P00018", "P00015", "P00016", "P00017",
+             "P00019", "P00020", "N000037", "N0000002"])},
+    }
+    for name, data in files.items():
+        (images / name).write_bytes(data)
+    box = (1.5, 2.0, 30.25, 40.0)
+    notes_text = {
+        "P00001": xml(("gun", box)), "P00006": xml(("Knife", box)), "P00007": xml(("Knife", box)),
+        "P00011": xml(("Knife", box), ("Bomb", box)), "P00012": xml(("Knife", box)),
+        "P00022": xml(("Knife", box)), "P00013": "<annotation><object><name>Knife</name>",
+        "P00014": "<annotation><object><name></name><bndbox/></object><object/></annotation>",
+        "P00015": xml(("Gun", box)), "P00016": xml(("Wrench", box)), "P00017": xml(("knife", box)),
+        "P00019": xml(("Knife", box), ("Hammer", (3, 4, 5, 6))), "P00020": xml(("Pliers", box)),
+        "P00009": xml(("Gun", box)),
+    }
+    for image_id, text in notes_text.items():
+        (notes / f"{image_id}.xml").write_text(text)
+    knife = (-1, 1, -1, -1, -1)
+    (sets / "10" / "train.csv").write_text("\n".join([
+        HEADER, row("P00001", 1, -1, -1, -1, -1), *[row(f"P000{i:02d}", *knife) for i in range(2, 10)],
+        row("P00021", *knife), row("P00010", *knife), row("P00011", *knife), row("P00013", *knife),
+        row("P00014", *knife), row("P00018", *knife), row("P00015", 1, -1, -1, -1, -1),
+        row("P00016.jpg", -1, -1, 1, -1, -1), row("P00019", *knife), row("P00020", -1, -1, -1, 0, -1),
+        row("N000037", -1, -1, -1, -1, -1), row("N0000002", -1, -1, -1, -1, -1)]) + "\n")
+    (sets / "extra" / "test_new.csv").write_text("\n".join([
+        "name,gun,knife,wrench,pliers,scissors,Grenade", row("P00012", -1, 1, -1, -1, -1, 1),
+        row("P00022", -1, 1, -1, -1, -1, -1), row("P00017", -1, 1, -1, -1, -1, -1),
+        row("P00015", -1, -1, -1, -1, -1, -1)]) + "\n")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def bad_run(bad_raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad_out")
+    result = CliRunner().invoke(main, ["ingest", "--raw", str(bad_raw), "--out", str(out), "--workers", "1",
+                                       "--chunk-size", "4"])
+    table = pq.read_table(out / "manifest.parquet")
+    return result, {r["id"]: r for r in table.to_pylist()}
+
+
+def test_run_completes_with_exit_code_1(bad_run):
+    result, rows = bad_run
+    assert result.exit_code == 1, result.output
+    assert "label_conflict" in result.output and "no_image" in result.output
+
+
+def test_every_case_gets_its_status(bad_run):
+    _, rows = bad_run
+    assert {i: r["status"] for i, r in rows.items()} == EXPECTED
+
+
+def test_errors_name_the_file_and_problem(bad_run, bad_raw):
+    _, rows = bad_run
+    assert rows["P00009"]["error"] == "2 files share id P00009: JPEGImage/P00009.JPG, JPEGImage/P00009.jpg"
+    assert rows["P00003"]["error"].startswith("JPEGImage/P00003.jpg: truncated JPEG")
+    assert rows["P00004"]["error"] == "JPEGImage/P00004.jpg: zero-byte file"
+    assert "PNG image" in rows["P00005"]["error"]
+    assert "10000x5000" in rows["P00008"]["error"]
+    assert rows["P00010"]["error"] == "labelled in 10/train but no JPEGImage/P00010.jpg"
+    assert rows["N0000001"]["error"] == "JPEGImage/N0000001.jpg: no label file under ImageSet/ names N0000001"
+    assert rows["P00011"]["error"] == "Annotation/P00011.xml: unknown class 'Bomb'"
+    assert rows["P00012"]["error"] == \
+        "unknown class marked present: Grenade in ImageSet/extra/test_new.csv"
+    assert rows["P00013"]["error"].startswith("Annotation/P00013.xml: malformed XML")
+    assert rows["P00014"]["error"] == "Annotation/P00014.xml has no boxes"
+    assert rows["P00018"]["error"] == "positive without Annotation/P00018.xml"
+    assert rows["P00015"]["error"] == \
+        "label files disagree on Gun (-1/1): ImageSet/10/train.csv, ImageSet/extra/test_new.csv"
+    assert all(r["error"] is None for r in rows.values() if r["status"] == "ok")
+
+
+def test_labels_boxes_and_modes(bad_run, bad_raw):
+    _, rows = bad_run
+    assert rows["P00001"]["gun"] == 1 and rows["P00001"]["boxes"] == [
+        {"cls": "gun", "xmin": 1.5, "ymin": 2.0, "xmax": 30.25, "ymax": 40.0}]
+    assert rows["P00006"]["mode"] == "CMYK" and rows["P00007"]["mode"] == "L"
+    assert rows["P00016"]["wrench"] == 1 and rows["P00016"]["official"] == ["10/train"]
+    assert rows["P00017"]["knife"] == 1 and rows["P00017"]["official"] == ["extra/test_new"]
+    assert rows["P00017"]["boxes"][0]["cls"] == "knife"
+    assert rows["P00015"]["gun"] is None and rows["P00015"]["knife"] == 0  # only the disputed class unknown
+    assert rows["P00019"]["hammer"] == 1
+    assert [b["cls"] for b in rows["P00019"]["boxes"]] == ["knife", "hammer"]
+    assert rows["P00020"]["pliers"] == 1 and rows["P00020"]["difficult"] == ["pliers"]
+    assert rows["N000037"]["gun"] == 0 and rows["N000037"]["path"] == "JPEGImage/N000037.jpg"
+    data = (bad_raw / "JPEGImage/P00002.jpg").read_bytes()
+    assert rows["P00002"]["checksum"] == hashlib.md5(data).hexdigest()
+    assert rows["P00008"]["width"] == 10000 and rows["P00008"]["phash"] is None
+
+
+def test_split_only_for_usable_rows(bad_run):
+    _, rows = bad_run
+    for r in rows.values():
+        assert (r["split"] is not None) == (r["status"] in ("ok", "no_boxes")), r["id"]
+
+
+def test_truncation_vs_corruption_at_every_cut():
+    data = jpeg((128, 96), seed=5)
+    assert inspect_bytes(data)["status"] == "ok"
+    for cut in (10, 200, len(data) // 3, len(data) - 10):
+        assert inspect_bytes(data[:cut])["status"] == "truncated", cut
+    assert inspect_bytes(corrupted(data))["status"] == "corrupt"
+    assert inspect_bytes(b"hello")["status"] == "not_jpeg"
+
+
+def test_unreadable_label_file_is_a_clear_error(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    bad = tmp_path / "ImageSet" / "train.csv"
+    bad.write_text("id,Gun,Knife\nP00001,1,-1\n")
+    with pytest.raises(LabelFileError, match="train.csv: first header column must be 'name'"):
+        build_labels(tmp_path, tmp_path / "labels.parquet")
+    bad.write_text("name,Gun,Knife\nP00001,1,-1\n")
+    with pytest.raises(LabelFileError, match="lacks the class column.*Wrench, Pliers, Scissors"):
+        build_labels(tmp_path, tmp_path / "labels.parquet")
+    assert not list(tmp_path.glob("*.parquet*")), "no output, not even a temp file"
