@@ -160,22 +160,22 @@ class ShardStream(torch.utils.data.IterableDataset):
         turn, so the workers' streams must be equally long or the shorter ones repeat samples within an
         epoch: shards are dealt to workers when they divide evenly, else every worker reads the same
         shard sequence and keeps every nworkers-th sample (more reading, no decoding of the others)."""
+        buffer_rng = random.Random(repr((*self.seed, wid, "buffer")))
         if len(shards) % nworkers == 0:
-            samples = cycle_shards(shards[wid::nworkers], random.Random(repr((*self.seed, wid))))
-        else:
-            samples = itertools.islice(
-                cycle_shards(shards, random.Random(repr(self.seed))), wid, None, nworkers
-            )
-        rng = random.Random(repr((*self.seed, wid, "buffer")))
-        return wds.shuffle(self.cfg.shuffle_buffer, self.cfg.shuffle_buffer // 2, rng=rng)(samples)
+            order_rng = random.Random(repr((*self.seed, wid)))
+            return shuffled_passes(shards[wid::nworkers], order_rng, buffer_rng, self.cfg.shuffle_buffer)
+        order_rng = random.Random(repr(self.seed))  # the same shard order in every worker
+        return shuffled_passes(shards, order_rng, buffer_rng, self.cfg.shuffle_buffer, wid, nworkers)
 
 
-def cycle_shards(shards: list, rng: random.Random):
-    """Train: this worker's shards over and over, in a fresh random order each pass."""
+def shuffled_passes(shards, order_rng, buffer_rng, buffer: int, start: int = 0, step: int = 1):
+    """Passes over the shards, each in a fresh random order and shuffled through a buffer (before any
+    decoding) that drains at the end of the pass, so every pass holds each sample exactly once."""
     while True:
         shards = shards[:]
-        rng.shuffle(shards)
-        yield from read_shards(shards)
+        order_rng.shuffle(shards)
+        samples = itertools.islice(read_shards(shards), start, None, step)
+        yield from wds.shuffle(buffer, buffer // 2, rng=buffer_rng)(samples)
 
 
 def read_shards(shards: list):

@@ -83,7 +83,6 @@ def build_shards(
         "seed": seed,
         "split_source": split_source,
         "classes": list(CLASSES),
-        "subset_manifest": str(subset.resolve()),
         "selection": summary,
         **{split: split_entry(shards, split) for split in SPLITS},
     }
