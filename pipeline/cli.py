@@ -10,6 +10,36 @@ def main():
 
 # --- synth (pipeline/synth.py) ---
 
+
+@main.command("synth")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Raw root to write (resumable).")
+@click.option("--positives", type=click.IntRange(0, 99_999), default=8_929, show_default=True)
+@click.option("--negatives", type=click.IntRange(0, 9_999_999), default=1_050_302, show_default=True)
+@click.option("--size-factor", type=click.FloatRange(0, 4, min_open=True), default=1.0, show_default=True,
+              help="Scales image sides (1.0: real sizes, median 632x571).")
+@click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="0 easy .. 1 hard: smaller, rotated, hidden threats; more clutter and look-alikes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Images per resumable task.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
+@click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
+def synth_command(out, positives, negatives, size_factor, difficulty, seed, chunk_size, workers, scheduler):
+    """Write a synthetic SIXray raw dataset (JPEGImage/, Annotation/, ImageSet/) in the real layout."""
+    from pipeline.synth import synthesize
+
+    try:
+        s = synthesize(out, positives=positives, negatives=negatives, size_factor=size_factor,
+                       difficulty=difficulty, seed=seed, chunk_size=chunk_size, workers=workers,
+                       scheduler=scheduler)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{s['out']}: {s['positives']} positives + {s['negatives']} negatives; "
+               f"wrote {s['written']} images in {s['seconds']} s ({s['images_per_s']} img/s); "
+               f"{s['skipped_chunks']} chunks already done")
+    for ratio, splits in s["subsets"].items():
+        click.echo(f"  SIXray{ratio:<5} train {splits['train']:>9}  test {splits['test']:>8}")
+
 # --- ingest (pipeline/ingest.py) ---
 
 

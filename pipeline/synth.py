@@ -1,0 +1,341 @@
+"""`pipeline synth`: write a SIXray-like raw dataset in exactly the real download's layout.
+
+<out>/JPEGImage/<id>.jpg        positives P00001.. (5 digits), negatives N0000001.. (7 digits)
+<out>/Annotation/<id>.xml       VOC boxes for every positive (Hammer boxes appear only here)
+<out>/ImageSet/{10,100,1000}/{train,test}.csv   name,Gun,Knife,Wrench,Pliers,Scissors with 1/-1
+
+Every image is a pure function of (seed, id, size factor, difficulty): its generator is seeded from
+stable_hash(seed, id), so the bytes do not depend on chunking, workers or order. Images are written in
+chunks of ids, one task per chunk on every core (or a Dask cluster); a chunk's marker JSON under
+<out>/.synth/ is written last, so a rerun skips finished chunks and redoes interrupted ones. The label
+files are rebuilt at the end from the ids and the seed alone.
+"""
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import synth_stats as stats
+from pipeline.atomic import atomic_path, write_json
+from pipeline.classes import CLASSES, CSV_COLUMNS
+from pipeline.distribute import run_tasks
+from pipeline.hashing import stable_hash
+from pipeline.render import render_scan
+
+DEFAULT_POSITIVES = 8_929
+DEFAULT_NEGATIVES = 1_050_302
+"""The paper's Table 1 at full scale."""
+SUBSETS = (10, 100, 1000)
+TEST_SHARE = 0.2
+JPEG_QUALITY = 75
+"""The real scans' quantisation tables are libjpeg's quality 75 (4:2:0)."""
+MIN_SIDE = 32
+
+
+def positive_id(number: int) -> str:
+    return f"P{number:05d}"
+
+
+def negative_id(number: int) -> str:
+    return f"N{number:07d}"
+
+
+def image_rng(seed: int, salt: str, image_id: str) -> np.random.Generator:
+    return np.random.default_rng(stable_hash(seed, salt, image_id))
+
+
+# ---------------------------------------------------------------- per-image draws
+
+
+def draw_threats(rng: np.random.Generator, difficulty: float) -> list[tuple[str, float]]:
+    """One positive's boxes to draw: (class, box area fraction) pairs, from the real statistics.
+
+    The class set comes first, from the real combinations, so labels do not depend on difficulty."""
+    combos = list(stats.CLASS_COMBINATIONS)
+    weights = np.array(list(stats.CLASS_COMBINATIONS.values()), dtype=np.float64)
+    classes = list(combos[rng.choice(len(combos), p=weights / weights.sum())])
+    if rng.random() < stats.HAMMER_SHARE:
+        classes.append("hammer")
+    threats = []
+    for cls in classes:
+        counts = stats.BOXES_PER_CLASS[cls]
+        k = list(counts)[rng.choice(len(counts), p=np.array(list(counts.values())) / sum(counts.values()))]
+        threats += [(cls, box_area(rng, cls, difficulty)) for _ in range(k)]
+    return threats
+
+
+def box_area(rng: np.random.Generator, cls: str, difficulty: float) -> float:
+    """Inverse-CDF draw from the class's real box-area quantiles; difficulty above 0.5 skews it small.
+
+    At difficulty 0.5 the draw follows the real distribution; the exponent 4**(difficulty-0.5) pushes
+    the quantile level toward 0 (smaller boxes) for harder data and toward 1 for easier data."""
+    level = rng.random() ** (4.0 ** (difficulty - 0.5))
+    return float(np.interp(level, stats.QUANTILE_LEVELS, stats.BOX_AREA_QUANTILES[cls]))
+
+
+def image_size(rng: np.random.Generator, size_factor: float) -> tuple[int, int]:
+    """(width, height) from the real marginals, tied by a Gaussian copula with the real log correlation."""
+    z1, z2 = rng.standard_normal(2)
+    z2 = stats.LOG_SIZE_CORRELATION * z1 + math.sqrt(1 - stats.LOG_SIZE_CORRELATION**2) * z2
+    sides = []
+    for z, table in ((z1, stats.WIDTH_QUANTILES), (z2, stats.HEIGHT_QUANTILES)):
+        level = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+        sides.append(
+            max(MIN_SIDE, round(float(np.interp(level, stats.QUANTILE_LEVELS, table)) * size_factor))
+        )
+    return sides[0], sides[1]
+
+
+def positive_classes(seed: int, image_id: str) -> set[str]:
+    """The trained classes of a positive, as its label-file row states them (cheap: no rendering)."""
+    return {cls for cls, _ in draw_threats(image_rng(seed, "synth-labels", image_id), 0.5)} & set(CLASSES)
+
+
+def render_image(seed: int, image_id: str, size_factor: float, difficulty: float):
+    """JPEG bytes and, for a positive, the annotation XML of one synthetic scan."""
+    rng = image_rng(seed, "synth-scan", image_id)
+    width, height = image_size(rng, size_factor)
+    positive = image_id.startswith("P")
+    threats = draw_threats(image_rng(seed, "synth-labels", image_id), difficulty) if positive else []
+    image, boxes = render_scan(rng, width, height, threats, difficulty)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue(), (annotation_xml(image_id, width, height, boxes) if positive else None)
+
+
+def annotation_xml(image_id: str, width: int, height: int, boxes) -> str:
+    """VOC XML laid out byte for byte like the real release's files."""
+    objects = "".join(
+        f"<object><name>{cls.capitalize()}</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>0</difficult><bndbox><xmin>{x0:.3f}</xmin><ymin>{y0:.3f}</ymin>"
+        f"<xmax>{x1:.3f}</xmax><ymax>{y1:.3f}</ymax></bndbox></object>\n"
+        for cls, x0, y0, x1, y1 in boxes
+    )
+    return (
+        f"<annotation><folder>JPEGImage</folder><filename>{image_id}.jpg</filename>\n"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>\n"
+        f"{objects}</annotation>\n"
+    )
+
+
+# ---------------------------------------------------------------- chunks of images
+
+
+def write_chunk(task: dict) -> dict:
+    """Render and write one chunk of ids; its marker JSON, written last, records it as done."""
+    out = Path(task["out"])
+    total = 0
+    for image_id in task["ids"]:
+        jpeg, xml = render_image(task["seed"], image_id, task["size_factor"], task["difficulty"])
+        _write_quick(out / "JPEGImage" / f"{image_id}.jpg", jpeg)
+        if xml is not None:
+            _write_quick(out / "Annotation" / f"{image_id}.xml", xml.encode())
+        total += len(jpeg)
+    summary = {"chunk": task["chunk"], "count": len(task["ids"]), "bytes": total}
+    write_json(_marker(out, task["chunk"]), {**summary, "first": task["ids"][0], "last": task["ids"][-1]})
+    return summary
+
+
+def _write_quick(path: Path, data: bytes) -> None:
+    """Temporary name then rename, like write_bytes, without a per-file fsync (a million of them would
+    dominate the run); the chunk marker is fsynced, and a chunk without a marker is redone."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _marker(out: Path, chunk: int) -> Path:
+    return out / ".synth" / f"chunk-{chunk:06d}.json"
+
+
+def plan_chunks(positives: int, negatives: int, chunk_size: int):
+    """(chunk index, ids) for every chunk: positives first, then negatives."""
+    ids = [positive_id(i) for i in range(1, positives + 1)], [negative_id(i) for i in range(1, negatives + 1)]
+    chunk = 0
+    for group in ids:
+        for start in range(0, len(group), chunk_size):
+            yield chunk, group[start : start + chunk_size]
+            chunk += 1
+
+
+# ---------------------------------------------------------------- label files
+
+
+def write_label_files(out: Path, seed: int, positives: int, negatives: int) -> dict:
+    """ImageSet/{10,100,1000}/{train,test}.csv; returns {subset: {split: rows}}."""
+    pos_ids = [positive_id(i) for i in range(1, positives + 1)]
+    labels = {i: positive_classes(seed, i) for i in pos_ids}
+    neg_rank = _rank(seed, "synth-negatives", negatives, negative_id)
+    counts = {}
+    for ratio in SUBSETS:
+        members = _subset(ratio, seed, pos_ids, labels, neg_rank)
+        test = _test_members(seed, members, labels)
+        counts[ratio] = _write_subset(out / "ImageSet" / str(ratio), members, labels, test)
+    return counts
+
+
+def _rank(seed: int, salt: str, n: int, make_id) -> np.ndarray:
+    """Position of each of the n ids (by number) in the order of their stable hashes."""
+    hashes = np.fromiter((stable_hash(seed, salt, make_id(i)) for i in range(1, n + 1)), np.uint64, count=n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(hashes, kind="stable")] = np.arange(n)
+    return rank
+
+
+def _subset(ratio: int, seed: int, pos_ids, labels, neg_rank) -> dict:
+    """{'positives': ids, 'negatives': boolean mask over negative numbers} of one subset.
+
+    SIXray10/100 keep every positive and the ratio x as many negatives (lowest hash ranks, so 10 is
+    inside 100); SIXray1000 keeps up to 1,000 positives per class and every negative."""
+    n_neg = len(neg_rank)
+    if ratio == 1000:
+        keep = set()
+        for cls in CLASSES:
+            having = sorted(
+                (i for i in pos_ids if cls in labels[i]), key=lambda i: stable_hash(seed, "synth-1000", i)
+            )
+            keep.update(having[:1000])
+        return {"positives": [i for i in pos_ids if i in keep], "negatives": np.ones(n_neg, dtype=bool)}
+    return {"positives": pos_ids, "negatives": neg_rank < min(n_neg, ratio * len(pos_ids))}
+
+
+def _test_members(seed: int, members: dict, labels) -> set:
+    """Exactly 20% (rounded) of each label combination goes to test, by rank of a split hash."""
+    groups: dict = {}
+    for i in members["positives"]:
+        groups.setdefault(tuple(sorted(labels[i])), []).append(i)
+    test = set()
+    for ids in groups.values():
+        ids.sort(key=lambda i: stable_hash(seed, "synth-split", i))
+        test.update(ids[: round(TEST_SHARE * len(ids))])
+    numbers = np.flatnonzero(members["negatives"]) + 1
+    hashes = np.fromiter(
+        (stable_hash(seed, "synth-split", negative_id(int(n))) for n in numbers),
+        np.uint64,
+        count=len(numbers),
+    )
+    chosen = numbers[np.argsort(hashes, kind="stable")[: round(TEST_SHARE * len(numbers))]]
+    test.update(negative_id(int(n)) for n in chosen)
+    return test
+
+
+def _write_subset(folder: Path, members: dict, labels, test: set) -> dict:
+    """Stream the rows (positives, then negatives, in id order) into train.csv and test.csv."""
+    header = "name," + ",".join(CSV_COLUMNS) + "\r\n"  # the release's files use CRLF
+    negative_row = ",".join(["-1"] * len(CLASSES))
+    counts = {"train": 0, "test": 0}
+    with atomic_path(folder / "train.csv") as train_tmp, atomic_path(folder / "test.csv") as test_tmp:
+        with open(train_tmp, "w", newline="") as train, open(test_tmp, "w", newline="") as test_file:
+            files = {"train": train, "test": test_file}
+            for f in files.values():
+                f.write(header)
+            for i in members["positives"]:
+                split = "test" if i in test else "train"
+                files[split].write(
+                    f"{i}," + ",".join("1" if c in labels[i] else "-1" for c in CLASSES) + "\r\n"
+                )
+                counts[split] += 1
+            for n in np.flatnonzero(members["negatives"]) + 1:
+                image_id = negative_id(int(n))
+                split = "test" if image_id in test else "train"
+                files[split].write(f"{image_id},{negative_row}\r\n")
+                counts[split] += 1
+    return counts
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def synthesize(
+    out,
+    *,
+    positives: int = DEFAULT_POSITIVES,
+    negatives: int = DEFAULT_NEGATIVES,
+    size_factor: float = 1.0,
+    difficulty: float = 0.5,
+    seed: int = 0,
+    chunk_size: int = 200,
+    workers: int | None = None,
+    scheduler=None,
+) -> dict:
+    """Write (or finish writing) a synthetic SIXray raw dataset under `out`; return a summary."""
+    _check(positives, negatives, size_factor, difficulty, chunk_size)
+    out = Path(out)
+    params = {
+        "positives": positives,
+        "negatives": negatives,
+        "size_factor": size_factor,
+        "difficulty": difficulty,
+        "seed": seed,
+        "chunk_size": chunk_size,
+    }
+    _claim(out, params)
+    todo = [
+        {
+            "out": str(out),
+            "chunk": chunk,
+            "ids": ids,
+            "seed": seed,
+            "size_factor": size_factor,
+            "difficulty": difficulty,
+        }
+        for chunk, ids in plan_chunks(positives, negatives, chunk_size)
+        if not _marker(out, chunk).exists()
+    ]
+    started = time.perf_counter()
+    written = sum(
+        r["count"]
+        for r in run_tasks(
+            write_chunk,
+            todo,
+            workers=workers,
+            scheduler=scheduler,
+            desc="synth",
+            total=sum(len(t["ids"]) for t in todo),
+        )
+    )
+    seconds = time.perf_counter() - started
+    subsets = write_label_files(out, seed, positives, negatives)
+    return {
+        "out": str(out),
+        "positives": positives,
+        "negatives": negatives,
+        "written": written,
+        "skipped_chunks": _chunk_count(positives, negatives, chunk_size) - len(todo),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(written / seconds, 1) if written else 0.0,
+        "subsets": subsets,
+    }
+
+
+def _check(positives, negatives, size_factor, difficulty, chunk_size):
+    if not 0 <= positives <= 99_999:
+        raise ValueError(f"positives must be in 0..99999 (5-digit ids), got {positives}")
+    if not 0 <= negatives <= 9_999_999:
+        raise ValueError(f"negatives must be in 0..9999999 (7-digit ids), got {negatives}")
+    if positives + negatives == 0:
+        raise ValueError("nothing to write: positives and negatives are both 0")
+    if not 0 < size_factor <= 4:
+        raise ValueError(f"size factor must be in (0, 4], got {size_factor}")
+    if not 0 <= difficulty <= 1:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
+
+
+def _claim(out: Path, params: dict) -> None:
+    """Record the parameters; refuse to resume a folder written with different ones (mixed data)."""
+    path = out / ".synth" / "params.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != params:
+            raise ValueError(f"{path}: {out} was synthesised with {previous}, not {params}; use a new --out")
+        return
+    write_json(path, params)
+
+
+def _chunk_count(positives: int, negatives: int, chunk_size: int) -> int:
+    return -(-positives // chunk_size) + -(-negatives // chunk_size)
