@@ -88,6 +88,7 @@ def gather(pred: dict) -> dict:
     parts = [None] * dist.get_world_size()
     light = {k: v for k, v in pred.items() if k != "examples"}
     dist.all_gather_object(parts, light)
+    parts = [p for p in parts if p["ids"]] or parts[:1]  # a rank may get no test sample (fewer shards)
     merged = {
         "ids": [i for p in parts for i in p["ids"]],
         "labels": np.concatenate([p["labels"] for p in parts]),
