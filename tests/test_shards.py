@@ -1,0 +1,127 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shard_helpers import row, synthetic_rows, write_dataset
+
+from pipeline.shards import build_shards
+
+
+def files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rows = synthetic_rows(20, 150) + [row("P00099", "test", ["gun", "knife"], difficult=["knife"])]
+    write_dataset(root, rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    result = build_shards(dataset / "manifests", out, 10, shard_size=40, workers=1)
+    return out / "sixray10", result
+
+
+def test_samples_hold_the_original_jpeg_labels_mask_and_json(dataset, built):
+    shard_dir, result = built
+    info = json.loads((shard_dir / "_info.json").read_text())
+    assert info["test"]["count"] + info["train"]["count"] == 21 + 150
+    assert info["train"]["shards"] == [
+        "train-000000.tar",
+        "train-000001.tar",
+        "train-000002.tar",
+        "train-000003.tar",
+    ]
+    assert info["train"]["counts"] == [40, 40, 40, 15]
+    with tarfile.open(shard_dir / "test-000000.tar") as tar:
+        members = tar.getmembers()
+        payload = {m.name: tar.extractfile(m).read() for m in members}
+    assert [m.name for m in members[:4]] == ["N0000001.dif", "N0000001.jpg", "N0000001.json", "N0000001.lbl"]
+    assert all((m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o444) for m in members)
+    assert payload["P00099.jpg"] == (dataset / "raw" / "JPEGImage" / "P00099.jpg").read_bytes()
+    assert np.frombuffer(payload["P00099.lbl"], "<f4").tolist() == [1, 1, 0, 0, 0]
+    assert np.frombuffer(payload["P00099.dif"], np.uint8).tolist() == [0, 1, 0, 0, 0]
+    meta = json.loads(payload["P00099.json"])
+    assert meta["difficult"] == ["knife"] and (meta["width"], meta["height"]) == (40, 32)
+    assert meta["boxes"][0] == {"cls": "gun", "xmin": 1.0, "ymin": 2.0, "xmax": 11.5, "ymax": 12.25}
+    with tarfile.open(shard_dir / "train-000000.tar") as tar:
+        first_json = next(m for m in tar.getmembers() if m.name.endswith(".json"))
+        assert "boxes" not in json.loads(tar.extractfile(first_json).read())  # boxes: test split only
+    stats = json.loads((shard_dir / "test-000000.stats.json").read_text())
+    assert stats["count"] == 36 and stats["bytes"] == (shard_dir / "test-000000.tar").stat().st_size
+
+
+def test_index_matches_dali_wds2idx_byte_for_byte(built, tmp_path):
+    from wds2idx import IndexCreator
+
+    shard_dir, _ = built
+    for tar in sorted(shard_dir.glob("*.tar")):
+        with IndexCreator(str(tar), str(tmp_path / "ref.idx"), verbose=False) as creator:
+            creator.create_index()
+        assert (tmp_path / "ref.idx").read_bytes() == tar.with_suffix(".idx").read_bytes(), tar.name
+
+
+def test_rebuild_is_byte_identical_and_resume_redoes_only_what_is_missing(dataset, built, tmp_path):
+    shard_dir, _ = built
+    reference = files(shard_dir)
+    result = build_shards(dataset / "manifests", tmp_path, 10, shard_size=40, workers=2)
+    assert result["written"] == 5 and files(tmp_path / "sixray10") == reference
+    (tmp_path / "sixray10" / "train-000002.stats.json").unlink()
+    with open(tmp_path / "sixray10" / "train-000003.tar", "ab") as f:
+        f.write(b"x")  # size no longer matches its stats: rebuilt
+    result = build_shards(dataset / "manifests", tmp_path, 10, shard_size=40, workers=2)
+    assert (result["written"], result["skipped"]) == (2, 3)
+    assert files(tmp_path / "sixray10") == reference
+    # Another plan: the old shards that are no longer in it are removed.
+    build_shards(dataset / "manifests", tmp_path, 10, shard_size=100, workers=1)
+    assert sorted(p.name for p in (tmp_path / "sixray10").glob("*.tar")) == [
+        "test-000000.tar",
+        "train-000000.tar",
+        "train-000001.tar",
+    ]
+
+
+def test_a_changed_image_is_an_error_naming_the_file(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(2, 5))
+    (root / "raw" / "JPEGImage" / "P00002.jpg").write_bytes(b"\xff\xd8changed")
+    with pytest.raises(ValueError, match="P00002.jpg: md5"):
+        build_shards(root / "manifests", tmp_path / "out", 10, workers=1)
+
+
+def test_dask_cluster_gives_the_same_shards(dataset, built, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        build_shards(dataset / "manifests", tmp_path, 10, shard_size=40, scheduler=cluster.scheduler_address)
+    assert files(tmp_path / "sixray10") == files(built[0])
+
+
+def test_killed_build_then_rerun_is_byte_identical(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(60, 600))
+    args = ["--ratio", "10", "--manifests", str(root / "manifests"), "--shard-size", "10", "--workers", "1"]
+    clean = [sys.executable, "-c", "from pipeline.cli import main; main()", "build-shards", *args]
+    subprocess.run([*clean, "--out", str(tmp_path / "clean")], check=True, capture_output=True)
+    killed_dir = tmp_path / "killed" / "sixray10"
+    proc = subprocess.Popen([*clean, "--out", str(tmp_path / "killed")], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(killed_dir.glob("*.stats.json"))) < 5:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(killed_dir.glob("*.stats.json")))
+    assert 5 <= done < 66 and not (killed_dir / "_info.json").exists()
+    subprocess.run([*clean, "--out", str(tmp_path / "killed")], check=True, capture_output=True)
+    assert files(killed_dir) == files(tmp_path / "clean" / "sixray10")
