@@ -15,16 +15,91 @@ LOG_SIZE_CORRELATION = 0.51
 
 BOX_AREA_QUANTILES = {
     # box area as a fraction of the image area, per class, at QUANTILE_LEVELS
-    "gun": (0.0018, 0.0072, 0.0136, 0.0203, 0.0297, 0.0376, 0.0443, 0.0508, 0.0579, 0.067, 0.0781, 0.0937,
-            0.1071, 0.1475, 0.2882),
-    "knife": (0.0027, 0.0068, 0.0192, 0.0307, 0.0497, 0.0668, 0.0829, 0.0998, 0.1205, 0.1482, 0.1778,
-              0.2199, 0.2602, 0.3589, 0.6082),
-    "wrench": (0.0011, 0.0037, 0.0072, 0.01, 0.0163, 0.023, 0.0313, 0.0435, 0.0578, 0.0764, 0.0997,
-               0.1387, 0.194, 0.3443, 0.6914),
-    "pliers": (0.0022, 0.0052, 0.0097, 0.0129, 0.0184, 0.0236, 0.0289, 0.0354, 0.0435, 0.0545, 0.0703,
-               0.0961, 0.1234, 0.1717, 0.6343),
-    "scissors": (0.0014, 0.0029, 0.0057, 0.008, 0.0111, 0.0141, 0.0173, 0.0212, 0.0252, 0.0333, 0.046,
-                 0.0738, 0.1037, 0.172, 0.6612),
+    "gun": (
+        0.0018,
+        0.0072,
+        0.0136,
+        0.0203,
+        0.0297,
+        0.0376,
+        0.0443,
+        0.0508,
+        0.0579,
+        0.067,
+        0.0781,
+        0.0937,
+        0.1071,
+        0.1475,
+        0.2882,
+    ),
+    "knife": (
+        0.0027,
+        0.0068,
+        0.0192,
+        0.0307,
+        0.0497,
+        0.0668,
+        0.0829,
+        0.0998,
+        0.1205,
+        0.1482,
+        0.1778,
+        0.2199,
+        0.2602,
+        0.3589,
+        0.6082,
+    ),
+    "wrench": (
+        0.0011,
+        0.0037,
+        0.0072,
+        0.01,
+        0.0163,
+        0.023,
+        0.0313,
+        0.0435,
+        0.0578,
+        0.0764,
+        0.0997,
+        0.1387,
+        0.194,
+        0.3443,
+        0.6914,
+    ),
+    "pliers": (
+        0.0022,
+        0.0052,
+        0.0097,
+        0.0129,
+        0.0184,
+        0.0236,
+        0.0289,
+        0.0354,
+        0.0435,
+        0.0545,
+        0.0703,
+        0.0961,
+        0.1234,
+        0.1717,
+        0.6343,
+    ),
+    "scissors": (
+        0.0014,
+        0.0029,
+        0.0057,
+        0.008,
+        0.0111,
+        0.0141,
+        0.0173,
+        0.0212,
+        0.0252,
+        0.0333,
+        0.046,
+        0.0738,
+        0.1037,
+        0.172,
+        0.6612,
+    ),
 }
 BOX_AREA_QUANTILES["hammer"] = BOX_AREA_QUANTILES["wrench"]
 """The CSV has no hammer boxes; a hammer is a hand tool of a wrench's size, so it borrows that table."""
@@ -78,10 +153,10 @@ def measure(csv_path) -> dict:
     import duckdb
 
     con = duckdb.connect()
+    con.register("raw", con.read_csv(str(csv_path)))
     con.execute(
         "CREATE VIEW boxes AS SELECT name, lower(class) AS cls, width, height,"
-        " (xmax - xmin) * (ymax - ymin) / (width * height) AS area FROM read_csv_auto(?)",
-        [str(csv_path)],
+        " (xmax - xmin) * (ymax - ymin) / (width * height) AS area FROM raw"
     )
     levels = list(QUANTILE_LEVELS)
     images = "SELECT name, first(width) AS w, first(height) AS h FROM boxes GROUP BY name"
@@ -89,9 +164,7 @@ def measure(csv_path) -> dict:
         f"SELECT quantile_cont(w, {levels}), quantile_cont(h, {levels}), corr(ln(w), ln(h)) FROM ({images})"
     ).fetchone()
     areas = dict(con.execute(f"SELECT cls, quantile_cont(area, {levels}) FROM boxes GROUP BY cls").fetchall())
-    combos = con.execute(
-        "SELECT list_sort(list(DISTINCT cls)), count(*) FROM boxes GROUP BY name"
-    ).fetchall()
+    combos = con.execute("SELECT list_sort(list(DISTINCT cls)), count(*) FROM boxes GROUP BY name").fetchall()
     combinations: dict = {}
     for classes, _ in combos:
         combinations[tuple(classes)] = combinations.get(tuple(classes), 0) + 1
