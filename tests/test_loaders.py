@@ -1,0 +1,177 @@
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from shard_helpers import row, synthetic_rows, write_dataset
+
+from model.data import LoaderConfig, ShardError, make_loader, split_info
+from pipeline.classes import CLASSES
+from pipeline.shards import build_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rows = synthetic_rows(30, 120, seed=1) + [row("P00099", "test", ["gun", "knife"], difficult=["knife"])]
+    write_dataset(root, rows, corrupt=("N0000002",))
+    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
+    return root / "shards" / "sixray10"
+
+
+def config(**kw) -> LoaderConfig:
+    return LoaderConfig(**{"batch_size": 5, "workers": 0, "resize": 36, "crop": 32, "test_size": 32, **kw})
+
+
+def epoch_ids(shards, split, cfg, world_size, epoch=0):
+    return [
+        [
+            i
+            for batch in make_loader(shards, split, cfg, rank=r, world_size=world_size, epoch=epoch)
+            for i in batch.ids
+        ]
+        for r in range(world_size)
+    ]
+
+
+SKIPS_CORRUPT = pytest.mark.filterwarnings("ignore:.*skipping corrupt sample N0000002")
+
+
+@SKIPS_CORRUPT
+@pytest.mark.parametrize("world_size,workers", [(1, 0), (1, 2), (2, 1), (3, 2), (2, 8)])
+def test_test_epoch_sees_every_sample_exactly_once(shards, world_size, workers):
+    seen = epoch_ids(shards, "test", config(workers=workers), world_size)
+    expected = set(
+        pq.read_table(
+            shards.parent.parent / "manifests" / "sixray10.parquet", filters=[("split", "==", "test")]
+        )["id"].to_pylist()
+    ) - {"N0000002"}
+    flat = [i for ids in seen for i in ids]
+    assert len(flat) == len(set(flat)) and set(flat) == expected
+
+
+@SKIPS_CORRUPT
+def test_more_ranks_than_test_shards_is_still_exact(shards):
+    n_test_shards = len(split_info(shards, "test")["shards"])
+    seen = epoch_ids(shards, "test", config(workers=2), n_test_shards + 2)
+    assert seen[-1] == [] and sum(map(len, seen)) == split_info(shards, "test")["count"] - 1
+
+
+def test_train_ranks_get_equal_batches_from_disjoint_shards(shards):
+    info = split_info(shards, "train")
+    cfg = config(workers=2)
+    for world_size in (1, 2, 3):
+        loaders = [
+            make_loader(shards, "train", cfg, rank=r, world_size=world_size) for r in range(world_size)
+        ]
+        batches = [list(loader) for loader in loaders]
+        assert [len(b) for b in batches] == [info["count"] // world_size // 5] * world_size
+        assert all(len(b.ids) == 5 and b.images.shape == (5, 3, 32, 32) for bs in batches for b in bs)
+        ids = [{i for b in bs for i in b.ids} for bs in batches]
+        assert all(not (ids[a] & ids[b]) for a in range(world_size) for b in range(a + 1, world_size))
+    with pytest.raises(ValueError, match="fewer than world_size"):
+        make_loader(shards, "train", cfg, rank=0, world_size=len(info["shards"]) + 1)
+
+
+def test_train_is_shuffled_per_epoch_and_repeatable(shards):
+    cfg = config(workers=2)
+    first, again, second = (epoch_ids(shards, "train", cfg, 1, epoch=e)[0] for e in (0, 0, 1))
+    assert first == again and first != second
+    assert len(set(first)) > 0.9 * len(first)  # an epoch hardly repeats samples
+
+
+@SKIPS_CORRUPT
+def test_batches_carry_labels_masks_meta_and_normalised_images(shards):
+    manifest = {
+        r["id"]: r for r in pq.read_table(shards.parent.parent / "manifests" / "sixray10.parquet").to_pylist()
+    }
+    batches = list(make_loader(shards, "test", config()))
+    for batch in batches:
+        assert batch.images.dtype == torch.float32 and batch.images.shape[1:] == (3, 32, 32)
+        assert -2.2 < batch.images.min() and batch.images.max() < 2.7  # ImageNet-normalised range
+        for k, image_id in enumerate(batch.ids):
+            assert batch.labels[k].tolist() == [float(manifest[image_id][c] == 1) for c in CLASSES]
+            assert len(batch.meta[k]["boxes"]) == int(batch.labels[k].sum())
+    p99 = next(b for b in batches if "P00099" in b.ids)
+    k = p99.ids.index("P00099")
+    assert p99.difficult[k].tolist() == [False, True, False, False, False]
+    assert p99.meta[k] == {"width": 40, "height": 32, "boxes": p99.meta[k]["boxes"]}
+
+
+def test_corrupt_samples_are_skipped_with_a_warning(shards):
+    loader = make_loader(shards, "test", config())
+    with pytest.warns(UserWarning, match="test-000000.tar: skipping corrupt sample N0000002"):
+        n = sum(len(b.ids) for b in loader)
+    assert loader.skipped == 1 and n == split_info(shards, "test")["count"] - 1
+
+
+@SKIPS_CORRUPT
+def test_corrupt_samples_are_counted_across_worker_processes(shards):
+    loader = make_loader(shards, "test", config(workers=2))
+    n = sum(len(b.ids) for b in loader)
+    assert loader.skipped == 1 and n == split_info(shards, "test")["count"] - 1
+
+
+@SKIPS_CORRUPT
+def test_truncated_or_missing_shard_fails_naming_it(shards, tmp_path):
+    broken = tmp_path / "sixray10"
+    shutil.copytree(shards, broken)
+    name = split_info(broken, "test")["shards"][1]
+    data = (broken / name).read_bytes()
+    (broken / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=name):
+        list(make_loader(broken, "test", config()))
+    (broken / name).write_bytes(data[: 512 * 40])  # cut on a member boundary: tar itself sees no error
+    with pytest.raises(ShardError, match=f"{name}: .* samples where _info.json lists"):
+        list(make_loader(broken, "test", config()))
+    (broken / name).unlink()
+    with pytest.raises(ShardError, match=name):
+        list(make_loader(broken, "test", config(workers=2)))
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not dali_available(), reason="nvidia-dali is not installed")
+def test_dali_cpu_only_matches_the_cpu_loader(tmp_path, shards):
+    # DALI does not skip corrupt samples; give it shards without the corrupt one.
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(30, 120, seed=1))
+    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
+    clean = root / "shards" / "sixray10"
+    cfg = config(backend="dali", workers=2)
+    per_rank = [list(make_loader(clean, "test", cfg, rank=r, world_size=2)) for r in range(2)]
+    dali = {
+        i: (b.labels[k].tolist(), b.difficult[k].tolist(), b.meta[k])
+        for bs in per_rank
+        for b in bs
+        for k, i in enumerate(b.ids)
+    }
+    assert sum(len(b.ids) for bs in per_rank for b in bs) == len(dali) == split_info(clean, "test")["count"]
+    cpu = {
+        i: (b.labels[k].tolist(), b.difficult[k].tolist(), b.meta[k])
+        for b in make_loader(clean, "test", config())
+        for k, i in enumerate(b.ids)
+    }
+    assert dali == cpu
+    assert per_rank[0][0].images.shape[1:] == (3, 32, 32) and per_rank[0][0].images.dtype == torch.float32
+    train = list(make_loader(clean, "train", cfg, rank=1, world_size=2))
+    assert len(train) == split_info(clean, "train")["count"] // 2 // 5
+    assert train[0].images.shape == (5, 3, 32, 32)
+    cpu_images = next(iter(make_loader(clean, "test", config()))).images
+    assert (per_rank[0][0].images.mean() - cpu_images.mean()).abs() < 0.1  # same normalisation
+
+
+def test_split_info_reads_the_epoch_length_without_opening_tars(shards):
+    info = json.loads((Path(shards) / "_info.json").read_text())
+    assert split_info(shards, "train")["count"] == sum(info["train"]["counts"])
+    assert split_info(shards, "test")["classes"] == list(CLASSES)
+    with pytest.raises(FileNotFoundError, match="build-shards"):
+        split_info(shards.parent, "test")
