@@ -33,7 +33,7 @@ LEVELS = 200.0
 def _hue_table() -> np.ndarray:
     """Hue (PIL's 0-255 scale) per quantised ratio index i, R = 1 + i / 100."""
     ratio = 1.0 + np.arange(256) / 100.0
-    degrees = np.interp(ratio, [1.0, 1.4, 1.55, 1.7, 1.95, 2.2, 3.5], [24, 30, 70, 115, 160, 215, 235])
+    degrees = np.interp(ratio, [1.0, 1.4, 1.5, 1.65, 1.95, 2.2, 3.5], [24, 30, 95, 128, 165, 215, 235])
     return np.round(degrees * 255 / 360).astype(np.uint8)
 
 
@@ -76,7 +76,9 @@ class Scene:
         centred at (cx, cy). Returns its tight pixel box (x0, y0, x1, y1), clipped to the image, or None."""
         c, s = math.cos(angle) * scale, math.sin(angle) * scale
         m = np.array([[c, s * squash], [-s, c * squash]], dtype=np.float32)  # applied as pts @ m
-        placed = [(mat, kind, pts @ m + (cx, cy), t, max(1, round(w * scale))) for mat, kind, pts, t, w in parts]
+        placed = [
+            (mat, kind, pts @ m + (cx, cy), t, max(1, round(w * scale))) for mat, kind, pts, t, w in parts
+        ]
         every = np.concatenate([p[2] for p in placed])
         pad = max(p[4] for p in placed) / 2 + 2
         ox, oy = math.floor(every[:, 0].min() - pad), math.floor(every[:, 1].min() - pad)
@@ -169,23 +171,39 @@ def _draw_bag(scene: Scene, rng):
 
 
 def _draw_clutter(scene: Scene, rng, region, dense=False):
+    """One everyday item (or, dense=True, a dense one to pile on a threat) centred inside `region`."""
     makers = _DENSE if dense else shapes.CLUTTER
     weights = np.array([m[1] for m in makers], dtype=np.float64)
     maker, _, (lo, hi) = makers[rng.choice(len(makers), p=weights / weights.sum())]
     long_side = max(region[2] - region[0], region[3] - region[1], 8)
-    scene.draw(maker(rng), *_inside(rng, region), long_side * rng.uniform(lo, hi), angle=rng.uniform(0, 2 * math.pi),
-               squash=rng.uniform(0.5, 1.0), density=rng.uniform(0.7, 1.3))
+    scene.draw(
+        maker(rng),
+        *_inside(rng, region, inset=0.0 if dense else 0.2),
+        long_side * rng.uniform(lo, hi),
+        angle=rng.uniform(0, 2 * math.pi),
+        squash=rng.uniform(0.5, 1.0),
+        density=rng.uniform(0.7, 1.3),
+    )
 
 
-_DENSE = tuple(m for m in shapes.CLUTTER if m[0] in (shapes.electronics, shapes.cable, shapes.keys,
-                                                        shapes.coins, shapes.bottle))
+_DENSE = tuple(
+    m
+    for m in shapes.CLUTTER
+    if m[0] in (shapes.electronics, shapes.cable, shapes.keys, shapes.coins, shapes.bottle)
+)
 
 
 def _draw_lookalike(scene: Scene, rng, bag):
     maker = shapes.LOOKALIKES[rng.integers(len(shapes.LOOKALIKES))]
     long_side = max(bag[2] - bag[0], bag[3] - bag[1])
-    scene.draw(maker(rng), *_inside(rng, bag), long_side * rng.uniform(0.12, 0.4), angle=rng.uniform(0, 2 * math.pi),
-               squash=rng.uniform(0.6, 1.0), density=rng.uniform(0.7, 1.2))
+    scene.draw(
+        maker(rng),
+        *_inside(rng, bag),
+        long_side * rng.uniform(0.12, 0.4),
+        angle=rng.uniform(0, 2 * math.pi),
+        squash=rng.uniform(0.6, 1.0),
+        density=rng.uniform(0.7, 1.2),
+    )
 
 
 def _draw_threat(scene: Scene, rng, bag, cls, area, difficulty):
@@ -204,7 +222,12 @@ def _draw_threat(scene: Scene, rng, bag, cls, area, difficulty):
     half_w, half_h = box_w * scale / 2, box_h * scale / 2
     region = (bag[0] + half_w, bag[1] + half_h, bag[2] - half_w, bag[3] - half_h)
     if region[0] >= region[2] or region[1] >= region[3]:  # larger than the bag: anywhere in the frame
-        region = (half_w, half_h, max(scene.width - half_w, half_w + 1), max(scene.height - half_h, half_h + 1))
+        region = (
+            half_w,
+            half_h,
+            max(scene.width - half_w, half_w + 1),
+            max(scene.height - half_h, half_h + 1),
+        )
     cx, cy = rng.uniform(region[0], region[2]), rng.uniform(region[1], region[3])
     density = rng.uniform(0.7, 1.2) * (1 - 0.3 * difficulty)
     return scene.draw(parts, cx, cy, scale, angle=angle, squash=squash, density=density)
@@ -219,5 +242,7 @@ def _extent(parts, angle, squash):
     return max(float(span[0]), 1e-3), max(float(span[1]), 1e-3)
 
 
-def _inside(rng, region):
-    return rng.uniform(region[0], region[2]), rng.uniform(region[1], region[3])
+def _inside(rng, region, inset=0.0):
+    """A uniform point in the region shrunk by `inset` of its size per side (big items stay in the bag)."""
+    dx, dy = (region[2] - region[0]) * inset, (region[3] - region[1]) * inset
+    return rng.uniform(region[0] + dx, region[2] - dx), rng.uniform(region[1] + dy, region[3] - dy)

@@ -46,7 +46,6 @@ def part(material, kind, points, thickness, width=0.0):
     return (material, kind, np.asarray(points, dtype=np.float32), thickness, width)
 
 
-
 # ---------------------------------------------------------------- threats
 
 
@@ -60,10 +59,21 @@ def _pistol(rng):
     frame = METAL if rng.random() < 0.6 else INORGANIC  # polymer frames read green under a metal slide
     return [
         part(METAL, POLY, rect(-0.5, -0.2, 0.5, -0.04), t),
-        part(frame, POLY, [(-0.46, -0.05), (-0.18, -0.05), (-0.26 + grip_back, 0.5), (-0.5 + grip_back, 0.46)],
-             t * 0.8),
-        part(METAL, POLY, [(-0.4, 0.0), (-0.26, 0.0), (-0.3 + grip_back, 0.42), (-0.44 + grip_back, 0.4)], t * 1.2),
-        part(frame, LOOP, ellipse(-0.06, 0.06, 0.11, 0.09, n=12, start=0, stop=math.pi), t * 0.6, width=0.025),
+        part(
+            frame,
+            POLY,
+            [(-0.46, -0.05), (-0.18, -0.05), (-0.26 + grip_back, 0.5), (-0.5 + grip_back, 0.46)],
+            t * 0.8,
+        ),
+        part(
+            METAL,
+            POLY,
+            [(-0.4, 0.0), (-0.26, 0.0), (-0.3 + grip_back, 0.42), (-0.44 + grip_back, 0.4)],
+            t * 1.2,
+        ),
+        part(
+            frame, LOOP, ellipse(-0.06, 0.06, 0.11, 0.09, n=12, start=0, stop=math.pi), t * 0.6, width=0.025
+        ),
         part(METAL, POLY, rect(-0.18, -0.05, 0.3, 0.02), t * 0.7),
     ]
 
@@ -75,8 +85,12 @@ def _revolver(rng):
         part(METAL, POLY, rect(-0.05, -0.16, barrel, -0.07), t),
         part(METAL, POLY, ellipse(-0.12, -0.08, 0.13, 0.1), t * 1.4),
         part(METAL, POLY, rect(-0.3, -0.18, 0.02, -0.02), t * 0.8),
-        part(ORGANIC if rng.random() < 0.5 else METAL, POLY,
-             [(-0.34, -0.04), (-0.16, -0.02), (-0.3, 0.42), (-0.5, 0.38)], t * 0.9),
+        part(
+            ORGANIC if rng.random() < 0.5 else METAL,
+            POLY,
+            [(-0.34, -0.04), (-0.16, -0.02), (-0.3, 0.42), (-0.5, 0.38)],
+            t * 0.9,
+        ),
         part(METAL, LOOP, ellipse(-0.1, 0.04, 0.09, 0.08, n=10, start=0, stop=math.pi), t * 0.6, width=0.025),
     ]
 
@@ -93,7 +107,13 @@ def knife(rng):
             part(ORGANIC, POLY, rect(-0.5, -0.035, -0.13, 0.035), 2.0),
             part(METAL, POLY, rect(-0.5, -0.012, -0.13, 0.012), t * 0.8),
         ]
-    blade = [(-0.1, -width / 2), (0.3, -width / 2), (0.5, -width / 2 + 0.01), (0.38, width * 0.2), (-0.1, width / 2)]
+    blade = [
+        (-0.1, -width / 2),
+        (0.3, -width / 2),
+        (0.5, -width / 2 + 0.01),
+        (0.38, width * 0.2),
+        (-0.1, width / 2),
+    ]
     handle = ORGANIC if kind == "kitchen" else METAL
     parts = [
         part(METAL, POLY, blade, t),
@@ -109,8 +129,12 @@ def wrench(rng):
     if rng.random() < 0.4:  # adjustable
         return [
             part(METAL, POLY, [(-0.5, -0.04), (0.25, -0.05), (0.25, 0.05), (-0.5, 0.035)], t),
-            part(METAL, POLY, [(0.2, -0.14), (0.5, -0.12), (0.5, -0.04), (0.32, -0.03), (0.32, 0.06), (0.2, 0.1)],
-                 t * 1.3),
+            part(
+                METAL,
+                POLY,
+                [(0.2, -0.14), (0.5, -0.12), (0.5, -0.04), (0.32, -0.03), (0.32, 0.06), (0.2, 0.1)],
+                t * 1.3,
+            ),
             part(METAL, POLY, ellipse(0.22, 0.02, 0.035, 0.06, n=8), t * 1.6),
             part(METAL, LOOP, ellipse(-0.45, 0.0, 0.02, 0.02, n=8), t * 0.5, width=0.01),
         ]
@@ -118,8 +142,21 @@ def wrench(rng):
     return [
         part(METAL, POLY, rect(-0.36, -0.035, 0.36, 0.035), t),
         part(METAL, LOOP, ellipse(0.42, 0.0, 0.075, 0.075, n=14), t * 1.2, width=0.045),
-        part(METAL, POLY, [(-0.36, -0.05), (-0.5, -jaw - 0.03), (-0.52, -jaw + 0.01), (-0.42, -jaw * 0.5),
-                           (-0.42, jaw * 0.5), (-0.52, jaw - 0.01), (-0.5, jaw + 0.03), (-0.36, 0.05)], t * 1.2),
+        part(
+            METAL,
+            POLY,
+            [
+                (-0.36, -0.05),
+                (-0.5, -jaw - 0.03),
+                (-0.52, -jaw + 0.01),
+                (-0.42, -jaw * 0.5),
+                (-0.42, jaw * 0.5),
+                (-0.52, jaw - 0.01),
+                (-0.5, jaw + 0.03),
+                (-0.36, 0.05),
+            ],
+            t * 1.2,
+        ),
     ]
 
 
@@ -131,12 +168,34 @@ def pliers(rng):
     parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.05, 0.05, n=10), t * 1.5)]
     for sign in (-1, 1):
         parts += [
-            part(METAL, POLY, [(0.0, -0.03 * sign), (-0.5, spread * sign), (-0.5, (spread + 0.05) * sign),
-                               (0.0, 0.04 * sign)], t * 0.9),
-            part(sleeve, POLY, [(-0.15, 0.02 * sign), (-0.5, spread * sign), (-0.5, (spread + 0.06) * sign),
-                                (-0.15, 0.08 * sign)], 2.5),
-            part(METAL, POLY, [(0.0, 0.04 * sign), (nose, 0.005 * sign), (nose, 0.02 * sign),
-                               (0.0, -0.02 * sign)], t),
+            part(
+                METAL,
+                POLY,
+                [
+                    (0.0, -0.03 * sign),
+                    (-0.5, spread * sign),
+                    (-0.5, (spread + 0.05) * sign),
+                    (0.0, 0.04 * sign),
+                ],
+                t * 0.9,
+            ),
+            part(
+                sleeve,
+                POLY,
+                [
+                    (-0.15, 0.02 * sign),
+                    (-0.5, spread * sign),
+                    (-0.5, (spread + 0.06) * sign),
+                    (-0.15, 0.08 * sign),
+                ],
+                2.5,
+            ),
+            part(
+                METAL,
+                POLY,
+                [(0.0, 0.04 * sign), (nose, 0.005 * sign), (nose, 0.02 * sign), (0.0, -0.02 * sign)],
+                t,
+            ),
         ]
     return parts
 
@@ -148,10 +207,19 @@ def scissors(rng):
     parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.03, 0.03, n=8), t * 2)]
     for sign in (-1, 1):
         parts += [
-            part(METAL, POLY, [(-0.05, 0.0), (0.5, open_ * sign), (0.48, (open_ + 0.03) * sign), (0.0, 0.05 * sign)],
-                 t),
-            part(ring, LOOP, ellipse(-0.3, 0.13 * sign, 0.14, 0.08, n=14), 2.4 if ring == ORGANIC else t,
-                 width=0.035),
+            part(
+                METAL,
+                POLY,
+                [(-0.05, 0.0), (0.5, open_ * sign), (0.48, (open_ + 0.03) * sign), (0.0, 0.05 * sign)],
+                t,
+            ),
+            part(
+                ring,
+                LOOP,
+                ellipse(-0.3, 0.13 * sign, 0.14, 0.08, n=14),
+                2.4 if ring == ORGANIC else t,
+                width=0.035,
+            ),
             part(ring, POLY, rect(-0.18, 0.02 * sign, -0.02, 0.07 * sign), 2.4 if ring == ORGANIC else t),
         ]
     return parts
@@ -165,18 +233,29 @@ def hammer(rng):
         part(METAL, POLY, rect(0.28, -0.28, 0.44, 0.12), t),
     ]
     if rng.random() < 0.5:  # claw
-        parts.append(part(METAL, POLY, [(0.28, 0.12), (0.44, 0.12), (0.4, 0.3), (0.3, 0.4), (0.32, 0.25)], t * 0.8))
+        parts.append(
+            part(METAL, POLY, [(0.28, 0.12), (0.44, 0.12), (0.4, 0.3), (0.3, 0.4), (0.32, 0.25)], t * 0.8)
+        )
     return parts
 
 
-THREATS = {"gun": gun, "knife": knife, "wrench": wrench, "pliers": pliers, "scissors": scissors, "hammer": hammer}
+THREATS = {
+    "gun": gun,
+    "knife": knife,
+    "wrench": wrench,
+    "pliers": pliers,
+    "scissors": scissors,
+    "hammer": hammer,
+}
 
 # ---------------------------------------------------------------- look-alikes (metal, not threats)
 
 
 def screwdriver(rng):
-    return [part(METAL, POLY, rect(-0.1, -0.015, 0.5, 0.015), rng.uniform(2, 3)),
-            part(ORGANIC, POLY, rect(-0.5, -0.05, -0.1, 0.05), 2.5)]
+    return [
+        part(METAL, POLY, rect(-0.1, -0.015, 0.5, 0.015), rng.uniform(2, 3)),
+        part(ORGANIC, POLY, rect(-0.5, -0.05, -0.1, 0.05), 2.5),
+    ]
 
 
 def cutlery(rng):
@@ -193,7 +272,9 @@ def cutlery(rng):
 
 def ruler(rng):
     t = rng.uniform(1.0, 2.0)
-    marks = [part(METAL, LINE, [(x, -0.05), (x, -0.03)], t * 0.5, width=0.006) for x in (-0.4, -0.2, 0.0, 0.2, 0.4)]
+    marks = [
+        part(METAL, LINE, [(x, -0.05), (x, -0.03)], t * 0.5, width=0.006) for x in (-0.4, -0.2, 0.0, 0.2, 0.4)
+    ]
     return [part(METAL, POLY, rect(-0.5, -0.05, 0.5, 0.05), t)] + marks
 
 
@@ -206,9 +287,14 @@ def tool(rng):
     if kind == 1:
         return [part(METAL, LINE, [(0.5, -0.1), (-0.5, 0.0), (0.5, 0.1)], t, width=0.05)]
     if kind == 2:
-        return [part(METAL, POLY, rect(-0.3, -0.15, 0.3, 0.35), t),
-                part(METAL, LINE, ellipse(0.0, -0.15, 0.2, 0.3, n=10, start=math.pi, stop=2 * math.pi), t, 0.07)]
-    return [part(METAL, POLY, rect(-0.5, -0.08, 0.5, 0.08), t * 0.7), part(METAL, POLY, rect(0.3, -0.15, 0.5, 0.15), t)]
+        return [
+            part(METAL, POLY, rect(-0.3, -0.15, 0.3, 0.35), t),
+            part(METAL, LINE, ellipse(0.0, -0.15, 0.2, 0.3, n=10, start=math.pi, stop=2 * math.pi), t, 0.07),
+        ]
+    return [
+        part(METAL, POLY, rect(-0.5, -0.08, 0.5, 0.08), t * 0.7),
+        part(METAL, POLY, rect(0.3, -0.15, 0.5, 0.15), t),
+    ]
 
 
 LOOKALIKES = (screwdriver, cutlery, ruler, tool)
@@ -217,7 +303,9 @@ LOOKALIKES = (screwdriver, cutlery, ruler, tool)
 
 
 def clothes(rng):
-    folds = [part(ORGANIC, LINE, wiggle(rng, 5, 0.1) * 0.8, rng.uniform(0.2, 0.4), width=0.02) for _ in range(3)]
+    folds = [
+        part(ORGANIC, LINE, wiggle(rng, 5, 0.1) * 0.8, rng.uniform(0.2, 0.4), width=0.02) for _ in range(3)
+    ]
     return [part(ORGANIC, POLY, blob(rng, 12, 0.3), rng.uniform(0.1, 0.35))] + folds
 
 
@@ -232,13 +320,21 @@ def bottle(rng):
 
 
 def electronics(rng):
-    t = rng.uniform(0.4, 0.9)
-    parts = [part(INORGANIC, POLY, rect(-0.5, -0.33, 0.5, 0.33), t),
-             part(METAL, POLY, rect(-0.4, 0.05, 0.1, 0.28), rng.uniform(0.8, 1.6))]
+    t = rng.uniform(0.9, 1.8)
+    parts = [
+        part(INORGANIC, POLY, rect(-0.5, -0.33, 0.5, 0.33), t),
+        part(METAL, POLY, rect(-0.4, 0.05, 0.1, 0.28), rng.uniform(0.8, 1.6)),
+    ]
     for _ in range(rng.integers(3, 8)):
         x, y = rng.uniform(-0.45, 0.35), rng.uniform(-0.3, 0.2)
-        parts.append(part(METAL, POLY, rect(x, y, x + rng.uniform(0.03, 0.1), y + rng.uniform(0.02, 0.08)),
-                          rng.uniform(1, 3)))
+        parts.append(
+            part(
+                METAL,
+                POLY,
+                rect(x, y, x + rng.uniform(0.03, 0.1), y + rng.uniform(0.02, 0.08)),
+                rng.uniform(1, 3),
+            )
+        )
     return parts
 
 
@@ -246,10 +342,20 @@ def cable(rng):
     material = INORGANIC if rng.random() < 0.6 else METAL
     t = rng.uniform(0.8, 2.0)
     if rng.random() < 0.4:  # a coil: loops of wire
-        return [part(material, LOOP, ellipse(rng.normal(0, 0.03), rng.normal(0, 0.03), 0.45, rng.uniform(0.3, 0.45),
-                                             n=20), t, width=0.012) for _ in range(rng.integers(3, 9))]
-    return [part(material, LINE, wiggle(rng, 9, 0.12), t, width=0.012),
-            part(INORGANIC, POLY, rect(0.45, -0.03, 0.55, 0.03), 1.2)]
+        return [
+            part(
+                material,
+                LOOP,
+                ellipse(rng.normal(0, 0.03), rng.normal(0, 0.03), 0.45, rng.uniform(0.3, 0.45), n=20),
+                t,
+                width=0.012,
+            )
+            for _ in range(rng.integers(3, 9))
+        ]
+    return [
+        part(material, LINE, wiggle(rng, 9, 0.12), t, width=0.012),
+        part(INORGANIC, POLY, rect(0.45, -0.03, 0.55, 0.03), 1.2),
+    ]
 
 
 def keys(rng):
@@ -263,15 +369,28 @@ def keys(rng):
 
 
 def coins(rng):
-    return [part(METAL, POLY, ellipse(rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 0.1, 0.1, n=12),
-                 rng.uniform(1.0, 2.0)) for _ in range(rng.integers(1, 6))]
+    return [
+        part(
+            METAL,
+            POLY,
+            ellipse(rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 0.1, 0.1, n=12),
+            rng.uniform(1.0, 2.0),
+        )
+        for _ in range(rng.integers(1, 6))
+    ]
 
 
 def umbrella(rng):
-    parts = [part(ORGANIC, POLY, [(-0.45, -0.1), (0.45, -0.04), (0.45, 0.04), (-0.45, 0.1)], 0.6),
-             part(METAL, LINE, [(-0.5, 0.0), (0.5, 0.0)], 2.0, width=0.015)]
-    parts += [part(METAL, LINE, [(-0.4, y), (0.4, y * 0.4)], 1.2, width=0.006) for y in (-0.07, -0.03, 0.03, 0.07)]
-    return parts + [part(ORGANIC, LINE, ellipse(-0.5, 0.06, 0.06, 0.06, n=8, start=0, stop=math.pi), 1.5, 0.03)]
+    parts = [
+        part(ORGANIC, POLY, [(-0.45, -0.1), (0.45, -0.04), (0.45, 0.04), (-0.45, 0.1)], 0.6),
+        part(METAL, LINE, [(-0.5, 0.0), (0.5, 0.0)], 2.0, width=0.015),
+    ]
+    parts += [
+        part(METAL, LINE, [(-0.4, y), (0.4, y * 0.4)], 1.2, width=0.006) for y in (-0.07, -0.03, 0.03, 0.07)
+    ]
+    return parts + [
+        part(ORGANIC, LINE, ellipse(-0.5, 0.06, 0.06, 0.06, n=8, start=0, stop=math.pi), 1.5, 0.03)
+    ]
 
 
 def book(rng):
@@ -279,14 +398,18 @@ def book(rng):
 
 
 def shoe(rng):
-    return [part(ORGANIC, POLY, ellipse(0.0, 0.0, 0.5, 0.2), rng.uniform(0.8, 1.5)),
-            part(INORGANIC, LOOP, ellipse(0.0, 0.0, 0.5, 0.2), 1.0, width=0.04)]
+    return [
+        part(ORGANIC, POLY, ellipse(0.0, 0.0, 0.5, 0.2), rng.uniform(0.8, 1.5)),
+        part(INORGANIC, LOOP, ellipse(0.0, 0.0, 0.5, 0.2), 1.0, width=0.04),
+    ]
 
 
 def pouch(rng):
     """Toiletry bag: a cloth pouch with a zipper and a few small containers."""
-    parts = [part(ORGANIC, POLY, blob(rng, 8, 0.15), 0.4), part(METAL, LINE, [(-0.4, -0.3), (0.4, -0.3)], 1.5,
-                                                              width=0.02)]
+    parts = [
+        part(ORGANIC, POLY, blob(rng, 8, 0.15), 0.4),
+        part(METAL, LINE, [(-0.4, -0.3), (0.4, -0.3)], 1.5, width=0.02),
+    ]
     for _ in range(rng.integers(1, 4)):
         x, y = rng.uniform(-0.3, 0.2), rng.uniform(-0.2, 0.2)
         parts.append(part(ORGANIC, POLY, rect(x, y, x + 0.15, y + 0.08), rng.uniform(0.8, 2.0)))
@@ -318,7 +441,13 @@ def suitcase(rng, aspect):
         part(INORGANIC, LOOP, rect(-0.49, -h * 0.98, 0.49, h * 0.98), 1.2, width=0.02),
         part(INORGANIC, POLY, rect(-0.47, -bar - 0.02, 0.4, -bar + 0.02), rng.uniform(1.0, 2.0)),
         part(INORGANIC, POLY, rect(-0.47, bar - 0.02, 0.4, bar + 0.02), rng.uniform(1.0, 2.0)),
-        part(ORGANIC, LINE, ellipse(0.0, -h, 0.12, 0.05, n=10, start=math.pi, stop=2 * math.pi), 2.0, width=0.03),
+        part(
+            ORGANIC,
+            LINE,
+            ellipse(0.0, -h, 0.12, 0.05, n=10, start=math.pi, stop=2 * math.pi),
+            2.0,
+            width=0.03,
+        ),
     ]
     parts += [part(METAL, POLY, ellipse(-0.47, y, 0.03, 0.03, n=10), 3.0) for y in (-h * 0.9, h * 0.9)]
     return parts + _zipper(rect(-0.5, -h, 0.5, h), rng)
@@ -328,13 +457,17 @@ def softbag(rng, aspect):
     """Backpack or holdall: a fabric blob with straps, buckles and zippers."""
     shape = blob(rng, 14, 0.12)
     shape[:, 1] *= aspect
-    parts = [part(ORGANIC, POLY, shape, rng.uniform(0.08, 0.2)),
-             part(ORGANIC, LOOP, shape * 0.97, 0.8, width=0.015)]
+    parts = [
+        part(ORGANIC, POLY, shape, rng.uniform(0.08, 0.2)),
+        part(ORGANIC, LOOP, shape * 0.97, 0.8, width=0.015),
+    ]
     for _ in range(2):
         strap = wiggle(rng, 6, 0.04)
         strap[:, 1] += rng.uniform(-0.3, 0.3) * aspect
-        parts += [part(ORGANIC, LINE, strap, 0.9, width=0.04),
-                  part(INORGANIC, POLY, rect(-0.04, -0.03, 0.04, 0.03) + strap[2], 1.5)]
+        parts += [
+            part(ORGANIC, LINE, strap, 0.9, width=0.04),
+            part(INORGANIC, POLY, rect(-0.04, -0.03, 0.04, 0.03) + strap[2], 1.5),
+        ]
     return parts + _zipper(rect(-0.4, -0.4 * aspect, 0.4, -0.35 * aspect), rng)
 
 
@@ -342,7 +475,9 @@ def _zipper(outline, rng):
     """A zipper: a dotted metal line along the top edge and a dense slider."""
     (x0, y0), (x1, _) = outline[0], outline[1]
     xs = np.linspace(x0, x1, 61, dtype=np.float32)
-    teeth = part(METAL, LINE, np.stack([xs, y0 + 0.006 * (np.arange(61) % 2 - 0.5)], axis=1), 1.5, width=0.006)
+    teeth = part(
+        METAL, LINE, np.stack([xs, y0 + 0.006 * (np.arange(61) % 2 - 0.5)], axis=1), 1.5, width=0.006
+    )
     slider = x0 + (x1 - x0) * rng.uniform(0.1, 0.9)
     return [teeth, part(METAL, POLY, rect(slider, y0 - 0.015, slider + 0.03, y0 + 0.015), 3.0)]
 
