@@ -1,5 +1,6 @@
 """`pipeline ingest` on the real sample, determinism, resume after a kill, and a crash mid-write."""
 
+import csv
 import errno
 import hashlib
 import io
@@ -13,8 +14,10 @@ import pytest
 from PIL import Image
 
 from pipeline import ingest as ingest_module
+from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.ingest import ingest
 from pipeline.schema import MANIFEST_SCHEMA
+from pipeline.stats import compute_stats
 
 
 def manifest_rows(out):
@@ -143,3 +146,29 @@ def test_disk_full_mid_write_keeps_earlier_outputs(tmp_path, monkeypatch):
     assert len(untouched) == 4 and all(p.read_bytes() == data for p, data in untouched.items())
     ingest(raw, out, workers=1, chunk_size=4)
     assert "N0000009" in manifest_rows(out)
+
+
+def test_synth_ingest_stats_round_trip(tmp_path):
+    synth = pytest.importorskip("pipeline.synth")
+    raw = tmp_path / "raw"
+    synth.synthesize(raw, positives=30, negatives=60, size_factor=0.25, workers=2)
+    summary = ingest(raw, tmp_path / "manifests", workers=2, chunk_size=40)
+    assert summary["total"] == 90 and summary["bad"] == 0
+    # The hand count: straight from the generator's own label files and XMLs.
+    labels = {}
+    for f in sorted((raw / "ImageSet").rglob("*.csv")):
+        for rec in csv.DictReader(f.read_text().splitlines()):
+            labels[rec["name"]] = tuple(int(rec[c] != "-1") for c in CSV_COLUMNS)
+    xmls = (raw / "Annotation").glob("*.xml")
+    boxes = {p.stem: len(list(ET.parse(p).getroot().iter("object"))) for p in xmls}
+    rows = manifest_rows(tmp_path / "manifests")
+    assert {i: tuple(r[c] for c in CLASSES) for i, r in rows.items()} == labels
+    assert {i: len(r["boxes"]) for i, r in rows.items() if r["boxes"]} == \
+        {i: n for i, n in boxes.items() if n}
+    report = compute_stats(tmp_path / "manifests")["manifest"]
+    table = report["table1"]["all"]
+    assert table["positive"] == sum(any(v) for v in labels.values()) == 30 and table["negative"] == 60
+    for k, cls in enumerate(CLASSES):
+        assert table[cls] == sum(v[k] for v in labels.values())
+    assert report["table1"]["test"]["total"] == 18 and report["status"] == {"ok": 90}
+    assert report["official"]["10/train"]["rows"] + report["official"]["10/test"]["rows"] == 90
