@@ -172,3 +172,14 @@ def test_synth_ingest_stats_round_trip(tmp_path):
         assert table[cls] == sum(v[k] for v in labels.values())
     assert report["table1"]["test"]["total"] == 18 and report["status"] == {"ok": 90}
     assert report["official"]["10/train"]["rows"] + report["official"]["10/test"]["rows"] == 90
+
+
+def test_dask_cluster_gives_the_same_manifest(shared, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    raw = shared / "sixray-sample"
+    ingest(raw, tmp_path / "local", workers=1, chunk_size=3)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        summary = ingest(raw, tmp_path / "dask", scheduler=client, chunk_size=3)
+    assert summary["total"] == 8
+    assert output_bytes(tmp_path / "dask") == output_bytes(tmp_path / "local")
