@@ -10,7 +10,7 @@ VARIANTS = ("baseline", "h", "hr", "ch", "chr")
 """The paper's ablation (Table 4): h = a classifier per stage, r = refinement, c = class-balanced loss."""
 
 DEFAULT_EPSILON = 0.05
-"""Easy-negative threshold on the sigmoid probability; chosen by the sweep recorded in model/loss.py."""
+"""Easy-negative threshold on the sigmoid probability (provisional; see the sweep note in model/loss.py)."""
 
 
 @dataclass
