@@ -223,6 +223,7 @@ def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler
     if not (raw / IMAGE_DIR).is_dir():
         raise FileNotFoundError(f"{raw}: no {IMAGE_DIR}/ folder; is this a SIXray raw root?")
     work = out_dir / "_ingest"
+    remove_stale_temp(out_dir, work)
     tasks = make_tasks(raw, work, list_images(raw), list_annotations(raw), chunk_size, max_pixels)
     pending = [t for t in tasks if not is_done(t)]
     for _ in run_tasks(ingest_chunk, pending, workers=workers, scheduler=scheduler, desc="ingest",
@@ -237,6 +238,14 @@ def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler
     summary = summarise(con, out_dir / "manifest.parquet", seed, labels["label_files"])
     write_json(out_dir / "manifest.summary.json", summary)
     return {**summary, "chunks_done_before": len(tasks) - len(pending)}
+
+
+def remove_stale_temp(out_dir: Path, work: Path) -> None:
+    """Delete temp files a killed run left (atomic writers clean up after errors, not after SIGKILL)."""
+    for pattern in (".manifest.*.tmp-*", ".images-*.tmp-*", ".labels.parquet.tmp-*"):
+        for folder in (out_dir, work):
+            for stale in folder.glob(pattern):
+                stale.unlink(missing_ok=True)
 
 
 def _connect(work: Path) -> duckdb.DuckDBPyConnection:
