@@ -81,16 +81,26 @@ def _empty_select() -> str:
            "''::VARCHAR AS unknown WHERE false"
 
 
+def _sorted_set(expr: str, sep: str) -> str:
+    """Aggregate: the distinct non-null values of expr, sorted, joined by sep ('' if none).
+
+    Sorting the finished list (a scalar) instead of an ordered DISTINCT aggregate keeps duckdb's
+    per-group state small, so a million groups fit in a bounded memory budget.
+    """
+    return f"array_to_string(list_sort(list_distinct(list({expr}))), '{sep}')"
+
+
 def _class_exprs(cls: str) -> dict[str, str]:
-    agreed = f"count(DISTINCT {cls}) = 1"
+    # Valid values sort '-1' < '0' < '1' as text, so min and max name the disagreement, if any.
+    agreed, name = f"min({cls}) = max({cls})", cls.capitalize()
+    bad_value = f"CASE WHEN {cls} NOT IN {VALID_VALUES} THEN '''' || {cls} || ''' for {name} in ' || file END"
     return {
         "label": f"CAST(CASE WHEN {agreed} AND min({cls}) IN ('1', '0') THEN 1 "
                  f"WHEN {agreed} AND min({cls}) = '-1' THEN 0 END AS TINYINT) AS {cls}",
         "difficult": f"CASE WHEN {agreed} AND min({cls}) = '0' THEN '{cls}' END",
-        "conflict": f"CASE WHEN count(DISTINCT {cls}) > 1 THEN "
-                    f"'{cls.capitalize()} (' || string_agg(DISTINCT {cls}, '/' ORDER BY {cls}) || ')' END",
-        "invalid": f"string_agg(DISTINCT CASE WHEN {cls} NOT IN ('1', '0', '-1') THEN "
-                   f"'''' || {cls} || ''' for {cls.capitalize()} in ' || file END, ', ')",
+        "conflict": f"CASE WHEN min({cls}) <> max({cls}) THEN "
+                    f"'{name} (' || min({cls}) || '/' || max({cls}) || ')' END",
+        "invalid": f"nullif({_sorted_set(bad_value, ', ')}, '')",
     }
 
 
@@ -102,17 +112,16 @@ def labels_query(raw: Path, files: list[Path]) -> str:
     difficult = ", ".join(e["difficult"] for e in exprs.values())
     conflicts = ", ".join(e["conflict"] for e in exprs.values())
     invalid = ", ".join(e["invalid"] for e in exprs.values())
-    files_text = "string_agg(DISTINCT file, ', ' ORDER BY file)"
+    unknown = _sorted_set("CASE WHEN unknown <> '' THEN unknown || ' in ' || file END", "; ")
     return f"""
         WITH rows AS ({rows}),
         per_id AS (
-            SELECT id, list(DISTINCT official ORDER BY official) AS official, {labels},
+            SELECT id, list_sort(list_distinct(list(official))) AS official, {labels},
                    list_filter([{difficult}], lambda x: x IS NOT NULL) AS difficult,
                    concat_ws(', ', {conflicts}) AS conflicts,
                    concat_ws(', ', {invalid}) AS invalid,
-                   string_agg(DISTINCT CASE WHEN unknown <> '' THEN unknown || ' in ' || file END, '; ')
-                       AS unknown,
-                   {files_text} AS files
+                   {unknown} AS unknown,
+                   {_sorted_set("file", ", ")} AS files
             FROM rows GROUP BY id
         )
         SELECT id, official, {", ".join(ALL_CLASSES)}, difficult,
@@ -121,7 +130,7 @@ def labels_query(raw: Path, files: list[Path]) -> str:
                        'error': 'label files disagree on ' || conflicts || ': ' || files}} END,
                    CASE WHEN invalid <> '' THEN {{'status': 'label_conflict',
                        'error': 'label values not 1, 0 or -1: ' || invalid}} END,
-                   CASE WHEN unknown IS NOT NULL THEN {{'status': 'unknown_class',
+                   CASE WHEN unknown <> '' THEN {{'status': 'unknown_class',
                        'error': 'unknown class marked present: ' || unknown}} END
                ], lambda x: x IS NOT NULL) AS problems
         FROM per_id
