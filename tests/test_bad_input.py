@@ -68,6 +68,7 @@ EXPECTED = {
     "P00014": "no_boxes",  # XML whose objects have empty fields
     "P00018": "no_boxes",  # no XML at all
     "P00015": "label_conflict",
+    "P00023": "label_conflict",  # a label cell that is not 1, 0 or -1
     "P00016": "ok",  # named 'P00016.jpg' in the CSV
     "P00017": "ok",  # lower-case CSV header
     "P00019": "ok",  # knife plus a Hammer box
@@ -94,7 +95,7 @@ def bad_raw(tmp_path_factory):
         "P00009.jpg": good, "P00009.JPG": jpeg(seed=9), "N0000001.jpg": good,
         **{f"{i}.jpg": jpeg(seed=k) for k, i in enumerate(
             ["P00011", "P00012", "P00022", "P00013", "P00014", "P00018", "P00015", "P00016", "P00017",
-             "P00019", "P00020", "N000037", "N0000002"])},
+             "P00019", "P00020", "P00023", "N000037", "N0000002"])},
     }
     for name, data in files.items():
         (images / name).write_bytes(data)
@@ -115,7 +116,8 @@ def bad_raw(tmp_path_factory):
         HEADER, row("P00001", 1, -1, -1, -1, -1), *[row(f"P000{i:02d}", *knife) for i in range(2, 10)],
         row("P00021", *knife), row("P00010", *knife), row("P00011", *knife), row("P00013", *knife),
         row("P00014", *knife), row("P00018", *knife), row("P00015", 1, -1, -1, -1, -1),
-        row("P00016.jpg", -1, -1, 1, -1, -1), row("P00019", *knife), row("P00020", -1, -1, -1, 0, -1),
+        row("P00016.jpg", -1, -1, 1, -1, -1), row("P00023", -1, "yes", -1, -1, -1), row("P00019", *knife),
+        row("P00020", -1, -1, -1, 0, -1),
         row("N000037", -1, -1, -1, -1, -1), row("N0000002", -1, -1, -1, -1, -1)]) + "\n")
     (sets / "extra" / "test_new.csv").write_text("\n".join([
         "name,gun,knife,wrench,pliers,scissors,Grenade", row("P00012", -1, 1, -1, -1, -1, 1),
@@ -161,6 +163,7 @@ def test_errors_name_the_file_and_problem(bad_run, bad_raw):
     assert rows["P00018"]["error"] == "positive without Annotation/P00018.xml"
     assert rows["P00015"]["error"] == \
         "label files disagree on Gun (-1/1): ImageSet/10/train.csv, ImageSet/extra/test_new.csv"
+    assert rows["P00023"]["error"] == "label values not 1, 0 or -1: 'yes' for Knife in ImageSet/10/train.csv"
     assert all(r["error"] is None for r in rows.values() if r["status"] == "ok")
 
 
