@@ -125,3 +125,21 @@ def test_killed_build_then_rerun_is_byte_identical(tmp_path):
     assert 5 <= done < 66 and not (killed_dir / "_info.json").exists()
     subprocess.run([*clean, "--out", str(tmp_path / "killed")], check=True, capture_output=True)
     assert files(killed_dir) == files(tmp_path / "clean" / "sixray10")
+
+
+def test_end_to_end_synth_ingest_build_shards_loader(tmp_path):
+    from model.data import LoaderConfig, make_loader, split_info
+    from pipeline.ingest import ingest
+    from pipeline.synth import synthesize
+
+    synthesize(tmp_path / "raw", positives=20, negatives=60, size_factor=0.2, workers=1)
+    ingest(tmp_path / "raw", tmp_path / "manifests", workers=1)
+    for split_source in ("ours", "official"):
+        out = tmp_path / split_source
+        result = build_shards(
+            tmp_path / "manifests", out, 10, split_source=split_source, shard_size=16, workers=1
+        )
+        assert result["selection"]["train"]["positives"] + result["selection"]["test"]["positives"] == 20
+        cfg = LoaderConfig(batch_size=4, workers=1, resize=72, crop=64, test_size=64)
+        ids = [i for b in make_loader(out / "sixray10", "test", cfg) for i in b.ids]
+        assert len(ids) == len(set(ids)) == split_info(out / "sixray10", "test")["count"] > 0
