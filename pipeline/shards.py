@@ -7,7 +7,6 @@ the subset manifest, so shards resume one by one and run on local processes or a
 """
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -23,6 +22,7 @@ from pipeline.distribute import run_tasks
 from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
 
 MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
+BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE  # 512-byte blocks, 10 KiB end record
 ROW_COLUMNS = ["id", "path", "checksum", "width", "height", *CLASSES, "difficult", "boxes", "split", "order"]
 
 
@@ -160,7 +160,7 @@ def write_shard(task: ShardTask) -> dict:
         "name": task.name,
         "count": len(rows),
         "bytes": sink.offset,
-        "md5": sink.md5.hexdigest(),
+        "sha256": sink.sha256.hexdigest(),
         "ids_md5": task.ids_md5,
     }
     write_json(out / f"{task.name}.stats.json", stats)
@@ -168,42 +168,54 @@ def write_shard(task: ShardTask) -> dict:
 
 
 class HashingWriter:
-    """A write-only file wrapper that computes the md5 of what passes through and tracks the offset."""
+    """A write-only file wrapper that hashes what passes through (sha256: several times faster than md5
+    where the CPU has SHA instructions, and `sha256sum` checks it) and tracks the offset."""
 
     def __init__(self, f):
-        self.f, self.md5, self.offset = f, hashlib.md5(), 0
+        self.f, self.sha256, self.offset = f, hashlib.sha256(), 0
 
     def write(self, data) -> int:
-        self.md5.update(data)
+        self.sha256.update(data)
         self.offset += len(data)
         return self.f.write(data)
 
-    def tell(self) -> int:
-        return self.offset
-
 
 def write_tar(sink, rows: list[dict], raw_root: Path) -> bytes:
-    """Write the samples as a deterministic GNU tar; return the DALI index (the format of `wds2idx`)."""
+    """Write the samples as a deterministic GNU tar; return the DALI index (the format of `wds2idx`).
+
+    Headers are packed by hand (`tar_header`, equal to tarfile's GNU format byte for byte) and each
+    sample goes out in one write: tarfile's per-member Python work was a third of the shard time."""
     lines = []
-    with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for row in rows:
-            components = []
-            for ext, payload in zip(MEMBER_EXTS, sample_members(row, raw_root), strict=True):
-                name = f"{row['id']}.{ext}"
-                tar.addfile(tar_info(name, len(payload)), io.BytesIO(payload))
-                # After addfile, tar.offset sits past this member's data padded to 512 bytes.
-                data_offset = tar.offset - -(-len(payload) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                components.append(f"{ext} {data_offset} {len(payload)} {name}")
-            lines.append(" ".join(components))
+    for row in rows:
+        parts, components = [], []
+        for ext, payload in zip(MEMBER_EXTS, sample_members(row, raw_root), strict=True):
+            name = f"{row['id']}.{ext}"
+            data_offset = sink.offset + sum(map(len, parts)) + BLOCK
+            parts += [tar_header(name, len(payload)), payload, bytes(-len(payload) % BLOCK)]
+            components.append(f"{ext} {data_offset} {len(payload)} {name}")
+        sink.write(b"".join(parts))
+        lines.append(" ".join(components))
+    # End of archive: two zero blocks, then zeros up to a whole record, as tarfile and GNU tar write it.
+    end = sink.offset + 2 * BLOCK
+    sink.write(bytes(2 * BLOCK + -end % RECORD))
     return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode()
 
 
-def tar_info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
+def tar_header(name: str, size: int) -> bytes:
+    """A GNU tar header for a regular file (mode 0444, uid/gid 0, mtime 0, no owner names)."""
+    encoded = name.encode()
+    if len(encoded) >= 100:
+        raise ValueError(f"{name}: member name over 99 bytes; SIXray ids are short, is the id column wrong?")
+    if size >= 8**11:
+        raise ValueError(f"{name}: {size} bytes is over the 8 GiB a plain tar header holds")
+    header = bytearray(BLOCK)
+    header[0 : len(encoded)] = encoded
+    header[100:148] = b"0000444\x000000000\x000000000\x00%011o\x0000000000000\x00" % size
+    header[148:156] = b"        "  # the checksum is computed with its own field as spaces
+    header[156:157] = tarfile.REGTYPE
+    header[257:265] = tarfile.GNU_MAGIC
+    header[148:155] = b"%06o\x00" % sum(header)
+    return bytes(header)
 
 
 def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, bytes]:

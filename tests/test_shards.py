@@ -1,3 +1,5 @@
+import hashlib
+import io
 import json
 import os
 import signal
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from shard_helpers import row, synthetic_rows, write_dataset
 
-from pipeline.shards import build_shards
+from pipeline.shards import build_shards, tar_header
 
 
 def files(folder: Path) -> dict:
@@ -59,7 +61,29 @@ def test_samples_hold_the_original_jpeg_labels_mask_and_json(dataset, built):
         first_json = next(m for m in tar.getmembers() if m.name.endswith(".json"))
         assert "boxes" not in json.loads(tar.extractfile(first_json).read())  # boxes: test split only
     stats = json.loads((shard_dir / "test-000000.stats.json").read_text())
-    assert stats["count"] == 36 and stats["bytes"] == (shard_dir / "test-000000.tar").stat().st_size
+    tar_bytes = (shard_dir / "test-000000.tar").read_bytes()
+    assert stats["count"] == 36 and stats["bytes"] == len(tar_bytes)
+    assert stats["sha256"] == hashlib.sha256(tar_bytes).hexdigest()
+
+
+def test_shard_is_the_archive_tarfile_would_write(built):
+    """The hand-packed headers and end record equal Python's tarfile GNU output byte for byte."""
+    shard_dir, _ = built
+    ours = (shard_dir / "test-000000.tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(ours)) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(payload), 0, 0o444, "", ""
+            tar.addfile(info, io.BytesIO(payload))
+    assert buf.getvalue() == ours
+
+
+def test_tar_header_rejects_names_a_plain_header_cannot_hold():
+    with pytest.raises(ValueError, match="over 99 bytes"):
+        tar_header("x" * 96 + ".jpg", 10)
 
 
 def test_index_matches_dali_wds2idx_byte_for_byte(built, tmp_path):
