@@ -1,5 +1,7 @@
 """`model` command line: thin click wrappers over model.train.train and model.evaluate."""
 
+import os
+
 import click
 
 from model.backbones import BACKBONES
@@ -53,7 +55,7 @@ def train_command(backbone, variant, epsilon, refine_channels, lr_steps, resume,
     model = ModelConfig(backbone=backbone, variant=variant, epsilon=epsilon, refine_channels=refine_channels)
     steps = tuple(int(s) for s in lr_steps.split(",") if s.strip())
     summary = train(TrainConfig(model=model, lr_steps=steps, **kw), resume=resume)
-    if summary is not None:
+    if summary is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun: print once
         click.echo(format_tables(summary))
 
 
@@ -79,3 +81,7 @@ def eval_command(checkpoint, out, as_json, **kw):
     summary = evaluate_checkpoint(checkpoint, out=out, **kw)
     click.echo(json.dumps(summary, indent=1) if as_json else format_tables(summary))
     click.echo(f"report written to {out}", err=True)
+
+
+if __name__ == "__main__":  # torchrun -m model.cli train ...
+    main()
