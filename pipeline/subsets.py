@@ -21,6 +21,7 @@ from pipeline.schema import SUBSET_SCHEMA, USABLE_STATUSES
 
 RATIOS = (10, 100, 1000)
 SPLITS = ("train", "test")
+DUCKDB_MEMORY_LIMIT = "256MB"
 SAMPLE_OVERHEAD = 4096
 """Tar bytes per sample besides the JPEG: four 512-byte headers plus the padded label, mask and JSON."""
 
@@ -172,10 +173,16 @@ def build_subset(manifest: Path, out: Path, cfg: SubsetConfig) -> dict:
     """Select the subset, plan its shards and write `out` (SUBSET_SCHEMA, sorted by split then order)."""
     if cfg.ratio not in RATIOS:
         raise ValueError(f"ratio must be one of {RATIOS}, got {cfg.ratio}")
+    planned, summary = plan_subset(manifest, cfg)  # the key columns are freed before the join runs
+    write_subset(manifest, out, planned, cfg)
+    return summary
+
+
+def plan_subset(manifest: Path, cfg: SubsetConfig) -> tuple[pa.Table, dict]:
+    """The plan (id, split, shard, order per subset row) and the selection summary."""
     keys = read_keys(manifest, cfg)
     rows, summary = select(keys, cfg)
-    write_subset(manifest, out, plan(keys, rows, cfg), cfg)
-    return summary
+    return plan(keys, rows, cfg), summary
 
 
 def write_subset(manifest: Path, out: Path, planned: pa.Table, cfg: SubsetConfig) -> None:
@@ -190,6 +197,9 @@ def write_subset(manifest: Path, out: Path, planned: pa.Table, cfg: SubsetConfig
     )
     schema = SUBSET_SCHEMA.with_metadata(metadata)
     con = duckdb.connect()
+    # Spill the join and sort to disk rather than grow: unlimited, duckdb doubled the peak at 1.06M ids.
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{out.parent / '_subset-spill'}'")
     con.register("plan", planned)
     usable = ", ".join(f"'{s}'" for s in USABLE_STATUSES)
     query = f"""
