@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import socket
+from dataclasses import replace
 
 import fake_data
 import pytest
@@ -174,3 +175,12 @@ def test_ddp_on_real_shards_ranks_read_disjoint_shards(tmp_path, sample_shards):
     assert train_ids[0] and train_ids[1] and not train_ids[0] & train_ids[1]
     test_ids = [i for r in ranks for split, ids in r["seen"] if split == "test" for i in ids]
     assert sorted(test_ids) == ["N0052517", "P00005"]  # the exact epoch, split across the ranks
+
+
+def test_train_with_the_dali_loader_on_real_shards(tmp_path, sample_shards):
+    pytest.importorskip("nvidia.dali")
+    data = Recording()
+    summary = train(replace(real_config(tmp_path, sample_shards), loader="dali", workers=1), data=data)
+    assert summary["count"] == 2 and (tmp_path / "run" / "last.pt").exists()
+    assert sorted(i for split, ids in data.seen if split == "test" for i in ids) == ["N0052517", "P00005"]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["loader"] == "dali"
