@@ -1,10 +1,10 @@
-"""Ingest throughput as a RATIO to a bare read-and-md5 loop over the same files, measured in one run.
+"""Ingest throughput as a RATIO to a bare read-and-sha256 loop over the same files, measured in one run.
 
     python3 bench/bench_ingest.py [--images 3000] [--data /tmp/bench-ingest-raw] [--workers N]
 
 The raw folder is generated once (pipeline.synth at real size, median ~632x571; plain PIL noise and
 shapes if the generator is missing) and reused. Files are read once first so both loops run from the
-page cache. Reference: one process reading each file and computing its md5 (the least any ingest must
+page cache. Reference: one process reading each file and computing its sha256 (the least any ingest must
 do). Measured: the full `ingest` (validation at 1/8-scale decode, XMLs, labels, manifest) on every core,
 and the validation step alone on one core, so the per-core cost is visible too.
 """
@@ -53,9 +53,9 @@ def generate_with_pil(raw: Path, images: int) -> None:
     (raw / "ImageSet" / "all.csv").write_text("\n".join(lines) + "\n")
 
 
-def read_and_md5(files: list[Path]) -> None:
+def read_and_sha256(files: list[Path]) -> None:
     for f in files:
-        hashlib.md5(f.read_bytes()).hexdigest()
+        hashlib.sha256(f.read_bytes()).hexdigest()
 
 
 def timed(fn, *args) -> float:
@@ -75,9 +75,9 @@ def main() -> None:
         generate(args.data, args.images)
     files = sorted((args.data / "JPEGImage").iterdir())
     n, size = len(files), sum(f.stat().st_size for f in files)
-    read_and_md5(files)  # warm the page cache for both measurements
+    read_and_sha256(files)  # warm the page cache for both measurements
 
-    bare = timed(read_and_md5, files)
+    bare = timed(read_and_sha256, files)
     validate = timed(lambda: [inspect_file(f) for f in files])
     out = Path(tempfile.mkdtemp(prefix="bench-ingest-out-"))
     try:
@@ -86,10 +86,10 @@ def main() -> None:
         shutil.rmtree(out)
 
     print(f"{n} images, {size / n / 1024:.0f} KiB mean, {args.workers} workers")
-    print(f"reference  read+md5, 1 process      {n / bare:9.0f} images/s")
+    print(f"reference  read+sha256, 1 process      {n / bare:9.0f} images/s")
     print(f"validate   inspect_file, 1 process  {n / validate:9.0f} images/s")
     print(f"ingest     full stage, {args.workers} workers     {n / full:9.0f} images/s")
-    print(f"RATIO ingest / read+md5 = {bare / full:.3f}  "
+    print(f"RATIO ingest / read+sha256 = {bare / full:.3f}  "
           f"(per core {bare / full / args.workers:.3f}; validate alone per core {bare / validate:.3f})")
 
 

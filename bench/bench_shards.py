@@ -3,7 +3,7 @@
     python3 bench/bench_shards.py --images 3000 --work /tmp/bench-shards
 
 Prints images/s of both and RATIO = build-shards images/s / tar images/s (goal >= 0.8). build-shards
-does more than tar: it selects the subset, verifies every JPEG's md5 against the manifest, writes the
+does more than tar: it selects the subset, verifies every JPEG's sha256 against the manifest, writes the
 labels, JSON, DALI index and stats, and fsyncs every shard.
 """
 
@@ -59,7 +59,7 @@ def make_dataset(root: Path, n: int, positive_share: float = 0.5) -> Path:
                 "id": image_id,
                 "path": f"JPEGImage/{image_id}.jpg",
                 "bytes": len(data),
-                "checksum": hashlib.md5(data).hexdigest(),
+                "checksum": hashlib.sha256(data).hexdigest(),
                 "width": 632,
                 "height": 571,
                 "mode": "RGB",

@@ -10,7 +10,7 @@ VARIANTS = ("baseline", "h", "hr", "ch", "chr")
 """The paper's ablation (Table 4): h = a classifier per stage, r = refinement, c = class-balanced loss."""
 
 DEFAULT_EPSILON = 0.01
-"""Easy-negative threshold on the sigmoid probability, chosen by bench/sweep_epsilon.py (see model/loss.py)."""
+"""Easy-negative threshold on the sigmoid probability, chosen by bench/sweep_epsilon.py (model/loss.py)."""
 
 
 @dataclass

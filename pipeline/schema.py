@@ -19,7 +19,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("id", pa.string()),  # SIXray image id: the file name without extension (the key)
         ("path", pa.string()),  # relative to the raw root, POSIX separators
         ("bytes", pa.int64()),
-        ("checksum", pa.string()),  # md5 hex of the file's bytes
+        ("checksum", pa.string()),  # sha256 hex of the file's bytes (`sha256sum` checks it)
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("mode", pa.string()),  # PIL mode from the header: RGB, L (grayscale), CMYK

@@ -220,12 +220,14 @@ def tar_header(name: str, size: int) -> bytes:
 
 def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, bytes]:
     """(dif, jpg, json, lbl) payloads: difficult mask uint8[5], the original JPEG bytes (checked
-    against the manifest's md5), the sample's JSON, labels float32[5] little-endian."""
+    against the manifest's sha256), the sample's JSON, labels float32[5] little-endian."""
     path = raw_root / row["path"]
     jpeg = path.read_bytes()
-    digest = hashlib.md5(jpeg).hexdigest()
+    digest = hashlib.sha256(jpeg).hexdigest()
     if digest != row["checksum"]:
-        raise ValueError(f"{path}: md5 {digest} differs from the manifest's {row['checksum']}; re-run ingest")
+        raise ValueError(
+            f"{path}: sha256 {digest} differs from the manifest's {row['checksum']}; re-run ingest"
+        )
     labels = [int(row[c] == 1) for c in CLASSES]
     difficult = [c for c in CLASSES if c in (row["difficult"] or ())]
     meta = {

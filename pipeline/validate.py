@@ -1,6 +1,6 @@
 """Inspect one image's bytes without a full-resolution decode: format, size, mode, truncation, dHash.
 
-The file is read once; the md5 checksum comes from the same bytes. The header size is checked before
+The file is read once; the sha256 checksum comes from the same bytes. The header size is checked before
 anything is decoded, then the whole entropy-coded stream is decoded at 1/8 scale (JPEG draft mode):
 that costs a fraction of a full decode yet still reads every coefficient, so truncation and corrupt
 data surface, and the small image is enough for a perceptual hash.
@@ -29,7 +29,7 @@ def inspect_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     'ok' or one of empty, not_jpeg, too_large, truncated, corrupt; error is a message without the file
     name (the caller knows it).
     """
-    facts = {"bytes": len(data), "checksum": hashlib.md5(data).hexdigest(), "width": None, "height": None,
+    facts = {"bytes": len(data), "checksum": hashlib.sha256(data).hexdigest(), "width": None, "height": None,
              "mode": None, "phash": None, "status": "ok", "error": None}
     if not data:
         return {**facts, "status": "empty", "error": "zero-byte file"}

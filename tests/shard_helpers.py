@@ -73,7 +73,7 @@ def write_dataset(root: Path, rows: list[dict], corrupt: tuple[str, ...] = ()) -
                 "id": r["id"],
                 "path": rel,
                 "bytes": len(data),
-                "checksum": hashlib.md5(data).hexdigest(),
+                "checksum": hashlib.sha256(data).hexdigest(),
                 "width": r["width"],
                 "height": r["height"],
                 "mode": "RGB",

@@ -120,7 +120,7 @@ def test_a_changed_image_is_an_error_naming_the_file(tmp_path):
     root = tmp_path / "data"
     write_dataset(root, synthetic_rows(2, 5))
     (root / "raw" / "JPEGImage" / "P00002.jpg").write_bytes(b"\xff\xd8changed")
-    with pytest.raises(ValueError, match="P00002.jpg: md5"):
+    with pytest.raises(ValueError, match="P00002.jpg: sha256"):
         build_shards(root / "manifests", tmp_path / "out", 10, workers=1)
 
 
