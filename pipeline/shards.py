@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def write_shard(task: ShardTask) -> dict:
         "name": task.name,
         "count": len(rows),
         "bytes": sink.offset,
-        "sha256": sink.sha256.hexdigest(),
+        "crc32": f"{sink.crc32:08x}",
         "ids_md5": task.ids_md5,
     }
     write_json(out / f"{task.name}.stats.json", stats)
@@ -168,14 +169,15 @@ def write_shard(task: ShardTask) -> dict:
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes what passes through (sha256: several times faster than md5
-    where the CPU has SHA instructions, and `sha256sum` checks it) and tracks the offset."""
+    """A write-only file wrapper that checksums what passes through and tracks the offset. CRC-32 (as zip
+    and gzip use) catches corruption in transit at several GB/s; each JPEG already had its sha256 checked
+    against the manifest, and a second cryptographic pass over the same bytes cost a fifth of the time."""
 
     def __init__(self, f):
-        self.f, self.sha256, self.offset = f, hashlib.sha256(), 0
+        self.f, self.crc32, self.offset = f, 0, 0
 
     def write(self, data) -> int:
-        self.sha256.update(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.offset += len(data)
         return self.f.write(data)
 
