@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RAW=${RAW:-raw/demo}
 
-pipeline synth --out "$RAW" --positives 300 --negatives 3000 --size-factor 0.5 --seed 0
+pipeline synth --out "$RAW" --positives 600 --negatives 6000 --size-factor 0.5 --seed 0
 pipeline ingest --raw "$RAW" --out manifests
 pipeline build-shards --ratio 10 --manifests manifests --out shards
 pipeline stats --manifests manifests
 
 # A short CPU training of CHR (small backbone, small inputs) and the paper's evaluation tables.
-model train --shards shards/sixray10 --out runs/demo --backbone tiny --variant chr --epochs 6 \
-  --batch-size 32 --lr 0.05 --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu
+model train --shards shards/sixray10 --out runs/demo --backbone tiny --variant chr --epochs 8 \
+  --lr-steps 6 --batch-size 32 --lr 0.05 --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu
+echo "== model eval: the best epoch's checkpoint, Tables 2-3 =="
 model eval --checkpoint runs/demo/best.pt --shards shards/sixray10 --out runs/demo/eval \
   --test-size 128 --workers 2 --device cpu
