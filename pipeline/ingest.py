@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.classes import CLASSES
+from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
 from pipeline.labels import build_labels, read_annotation
 from pipeline.schema import BOX, MANIFEST_SCHEMA, USABLE_STATUSES
@@ -230,7 +231,8 @@ def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler
     for _ in run_tasks(ingest_chunk, pending, workers=workers, scheduler=scheduler, desc="ingest",
                        total=sum(len(t["entries"]) for t in pending)):
         pass
-    con = _connect(work)
+    # Spill to disk rather than grow: labels, join and sort over the full 1.06M ids ran in 500 MB.
+    con = spilling_connection(work / "duckdb-spill", DUCKDB_MEMORY_LIMIT)
     labels = build_labels(raw, work / "labels.parquet", con=con)
     parts = [chunk_paths(work, t["index"])[0] for t in tasks]
     query = manifest_query(parts, work / "labels.parquet")
@@ -247,14 +249,6 @@ def remove_stale_temp(out_dir: Path, work: Path) -> None:
         for folder in (out_dir, work):
             for stale in folder.glob(pattern):
                 stale.unlink(missing_ok=True)
-
-
-def _connect(work: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    # Spill to disk rather than grow: labels, join and sort over the full 1.06M ids ran in 500 MB.
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{work / 'duckdb-spill'}'")
-    return con
 
 
 def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_files: list[str]) -> dict:

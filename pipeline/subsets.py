@@ -8,7 +8,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.classes import ALL_CLASSES, CLASSES
+from pipeline.db import spilling_connection
 from pipeline.hashing import stable_hashes
 from pipeline.schema import SUBSET_SCHEMA, USABLE_STATUSES
 
@@ -196,10 +196,8 @@ def write_subset(manifest: Path, out: Path, planned: pa.Table, cfg: SubsetConfig
         }
     )
     schema = SUBSET_SCHEMA.with_metadata(metadata)
-    con = duckdb.connect()
     # Spill the join and sort to disk rather than grow: unlimited, duckdb doubled the peak at 1.06M ids.
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{out.parent / '_subset-spill'}'")
+    con = spilling_connection(out.parent / "_subset-spill", DUCKDB_MEMORY_LIMIT)
     con.register("plan", planned)
     usable = ", ".join(f"'{s}'" for s in USABLE_STATUSES)
     query = f"""
