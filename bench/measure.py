@@ -34,10 +34,11 @@ def _tree(pid: int) -> list[int]:
 def _memory(pid: int) -> tuple[int, int]:
     """(rss, pss) in bytes of one process, 0 if it is gone."""
     try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+        kb = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in lines)}
     except (OSError, ValueError):
         return 0, 0
-    return (int(fields.get("Rss", "0 kB").split()[0]) * 1024, int(fields.get("Pss", "0 kB").split()[0]) * 1024)
+    return kb.get("Rss", 0), kb.get("Pss", 0)
 
 
 def run_measured(cmd: list[str], *, log: Path | None = None, env=None) -> dict:

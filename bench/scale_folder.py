@@ -41,7 +41,8 @@ def build_folder(out: Path, *, positives: int = POSITIVES, negatives: int = NEGA
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--positives", type=int, default=POSITIVES)
     parser.add_argument("--negatives", type=int, default=NEGATIVES)
