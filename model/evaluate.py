@@ -7,11 +7,14 @@ the numbers of the paper's Tables 2-3; `write_report` prints and saves them (JSO
 
 import csv
 import io
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from model.chr import STAGE_NAMES
 from model.metrics import box_class, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
@@ -25,6 +28,14 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 def output_names(n_stages: int) -> list[str]:
     return [FUSED, *STAGE_NAMES[:n_stages]]
+
+
+def progress_bar(iterable=None, *, total: int, desc: str, unit: str, enabled: bool = True) -> tqdm:
+    """A bar by the pipeline's rule (pipeline/distribute.py): live on a terminal, off when stderr is a
+    file or a pipe, where thousands of redraws would bury the log; off everywhere unless `enabled`
+    (only rank 0 prints). `bar.disable` tells a caller to print its one summary line instead."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=None if enabled else True)
 
 
 @torch.no_grad()
@@ -240,8 +251,6 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | P
                         batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
                         test_size: int | None = None, overlays: int = 6, data=None) -> dict:
     """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report."""
-    from tqdm import tqdm
-
     from model.chr import build_model
     from model.config import model_config_from_dict, train_config_from_dict
     from model.train import resolve_device
@@ -257,9 +266,15 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | P
     lcfg = data.LoaderConfig(backend=loader, batch_size=batch_size, workers=workers, resize=tcfg.resize,
                              crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device))
     total = data.split_info(shards, "test")["count"]
-    with tqdm(total=total, desc="eval", unit="img") as bar:
+    start = time.perf_counter()
+    with progress_bar(total=total, desc="eval", unit="img") as bar:
+        live = not bar.disable  # read now: tqdm's close() sets disable
         pred = predict(model, data.make_loader(shards, "test", lcfg), device, amp=device.type == "cuda",
                        pointing=True, keep_examples=overlays, progress=bar)
+    if not live:
+        seconds = time.perf_counter() - start
+        print(f"eval: {len(pred['ids'])} images in {seconds:.1f} s ({len(pred['ids']) / seconds:.0f} img/s)",
+              file=sys.stderr)
     summary = summarise(pred)
     summary["checkpoint"] = {"path": str(checkpoint), "epoch": ckpt["epoch"], "config": ckpt["config"]}
     if out is not None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from model.backbones import load_weights
 from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
-from model.evaluate import FUSED, gather, load_checkpoint, predict, summarise
+from model.evaluate import FUSED, gather, load_checkpoint, predict, progress_bar, summarise
 from model.loss import chr_loss
 from pipeline.atomic import atomic_path, write_bytes, write_json
 from pipeline.classes import CLASSES
@@ -132,7 +132,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
         t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
         loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = tqdm(loader, total=steps, desc=desc, unit="batch", disable=rank != 0)
+        bar = progress_bar(loader, total=steps, desc=desc, unit="batch", enabled=rank == 0)
         for batch in bar:
             images = batch.images.to(device, non_blocking=True)
             if cfg.channels_last:
@@ -147,7 +147,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
             scaler.update()
             loss_sum += loss.detach()
             seen += len(batch.ids)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen * world_size / (time.time() - t0):.1f}")
+            if not bar.disable:  # loss.item() waits for the device: pay for it only where a bar shows it
+                rate = seen * world_size / (time.time() - t0)
+                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_loss = loss_sum.item() / max(seen // cfg.batch_size, 1)
@@ -173,8 +175,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
             if model_map is not None and model_map > best_map:
                 save_checkpoint(out / "best.pt", state)
             save_checkpoint(out / "last.pt", state)
-            tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f}  mAP {100 * (model_map or 0):.2f}  "
-                       f"{images_per_s:.1f} img/s")
+            # the epoch's line: under its finished bar on a terminal, alone in a log file or pipe
+            tqdm.write(f"{desc}: loss {train_loss:.4f}, {images_per_s:.0f} img/s, "
+                       f"mAP {100 * (model_map or 0):.1f}")
         best_map = max(best_map, model_map or 0.0)
         if world_size > 1:
             dist.barrier()

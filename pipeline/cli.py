@@ -110,12 +110,13 @@ def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_s
 @main.command("stats")
 @click.option("--manifests", type=click.Path(exists=True, file_okay=False), default="manifests",
               show_default=True, help="Folder with manifest.parquet and any sixray<N>.parquet.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output, with every id of every leaking group.")
 def stats_command(manifests, as_json):
     """Table 1, counts per subset and split, image sizes, problems, near-duplicate leakage."""
     import json
 
     from pipeline.stats import compute_stats, format_stats
 
-    report = compute_stats(manifests)
+    report = compute_stats(manifests, full_leakage=as_json)
     click.echo(json.dumps(report, indent=1) if as_json else format_stats(report))

@@ -3,7 +3,7 @@
 Everything is aggregated inside duckdb (it streams the Parquet files), so the report costs the same
 memory for eight images or a million: the paper's Table 1 per manifest and split, counts per official
 label file, image size quantiles, problems by status and a near-duplicate leakage check (identical
-dHash values with members in both train and test).
+dHash values with members in both train and test), summarised so it stays a few lines at 1.06M images.
 """
 
 import re
@@ -15,8 +15,10 @@ from pipeline.classes import CLASSES
 from pipeline.schema import USABLE_STATUSES
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
-LEAK_EXAMPLES = 5
-"""How many leaking near-duplicate groups the report lists by id (all are counted)."""
+LEAK_EXAMPLES = 3
+"""How many leaking near-duplicate groups the text lists (largest first); all are counted."""
+LEAK_EXAMPLE_IDS = 4
+"""How many ids of each listed group the text shows: one group held 105 ids at 1.06M images."""
 
 POSITIVE = "(" + " OR ".join(f"{c} = 1" for c in CLASSES) + ")"
 USABLE = "status IN (" + ", ".join(f"'{s}'" for s in USABLE_STATUSES) + ")"
@@ -73,24 +75,48 @@ def status_counts(con, source: str) -> dict:
             _rows(con, f"SELECT status, count(*) AS n FROM {source} GROUP BY status ORDER BY status")}
 
 
-def leakage(con, source: str) -> dict:
-    """Groups of usable images sharing a dHash with members in both train and test."""
-    groups = _rows(con, f"""
-        SELECT phash, list(id ORDER BY id) AS ids
-        FROM {source} WHERE {USABLE} AND phash IS NOT NULL AND split IS NOT NULL
-        GROUP BY phash HAVING count(DISTINCT split) > 1 ORDER BY ids""")
-    return {"groups": len(groups), "images": sum(len(g["ids"]) for g in groups),
-            "examples": [g["ids"] for g in groups[:LEAK_EXAMPLES]]}
+def _leak_tables(source: str) -> str:
+    """WITH clause: `hashed` (usable rows with a dHash and a split) and `leaking` (one row per dHash
+    whose images sit in both train and test, with its size and per-split counts)."""
+    return f"""
+        WITH hashed AS (SELECT id, phash, split FROM {source}
+                        WHERE {USABLE} AND phash IS NOT NULL AND split IS NOT NULL),
+        leaking AS (SELECT phash, count(*) AS size, count(*) FILTER (split = 'train') AS train,
+                           count(*) FILTER (split = 'test') AS test, min(id) AS first_id
+                    FROM hashed GROUP BY phash HAVING count(DISTINCT split) > 1)"""
 
 
-def compute_stats(manifests_dir) -> dict:
-    """All reports, keyed by manifest name ('manifest', 'sixray10', ...): plain JSON-able numbers."""
+def leakage(con, source: str, *, full: bool = False) -> dict:
+    """Near-duplicate groups spanning train and test: totals, the largest few groups (first ids only)
+    and, when `full`, every group's ids. Only `full` pulls all groups out of duckdb."""
+    tables = _leak_tables(source)
+    summary = _rows(con, f"""{tables}
+        SELECT count(*) AS groups, coalesce(sum(size), 0) AS images, coalesce(max(size), 0) AS largest,
+               coalesce(sum(train * test), 0) AS train_test_pairs
+        FROM leaking""")[0]
+    summary["examples"] = _rows(con, f"""{tables}
+        SELECT g.size, list(h.id ORDER BY h.id)[1:{LEAK_EXAMPLE_IDS}] AS ids
+        FROM (SELECT * FROM leaking ORDER BY size DESC, first_id LIMIT {LEAK_EXAMPLES}) g
+        JOIN hashed h USING (phash) GROUP BY g.phash, g.size, g.first_id ORDER BY g.size DESC, g.first_id""")
+    if full:
+        summary["all_groups"] = [r["ids"] for r in _rows(con, f"""{tables}
+            SELECT list(h.id ORDER BY h.id) AS ids
+            FROM leaking g JOIN hashed h USING (phash) GROUP BY g.phash, g.first_id ORDER BY g.first_id""")]
+    return summary
+
+
+def compute_stats(manifests_dir, *, full_leakage: bool = False) -> dict:
+    """All reports, keyed by manifest name ('manifest', 'sixray10', ...): plain JSON-able numbers.
+
+    full_leakage: also list every id of every leaking group (for --json; the text shows a few).
+    """
     con = duckdb.connect()
     report = {}
     for name, path in manifest_files(Path(manifests_dir)).items():
         source = "read_parquet('" + str(path).replace("'", "''") + "')"
         report[name] = {"table1": table1(con, source), "status": status_counts(con, source),
-                        "sizes": size_distribution(con, source), "leakage": leakage(con, source)}
+                        "sizes": size_distribution(con, source),
+                        "leakage": leakage(con, source, full=full_leakage)}
         if name == "manifest":
             report[name]["official"] = official_counts(con, source)
     return report
@@ -124,9 +150,20 @@ def format_stats(report: dict) -> str:
                         [[k, *sizes[k]] for k in ("width", "height", "bytes") if sizes[k]])
         lines += ["", "Rows by status:"]
         lines += _table(["status", "rows"], [[s, n] for s, n in rep["status"].items()])
-        leak = rep["leakage"]
-        lines += ["", f"Near-duplicate leakage: {leak['groups']} identical-dHash groups "
-                      f"({leak['images']} images) span train and test"]
-        lines += [f"  {', '.join(ids)}" for ids in leak["examples"]]
+        lines += ["", *_leakage_lines(rep["leakage"])]
         lines.append("")
     return "\n".join(lines)
+
+
+def _leakage_lines(leak: dict) -> list[str]:
+    """The totals, then the largest groups with their first ids ('... and N more'); --json lists all."""
+    lines = [f"Near-duplicate leakage: {leak['groups']} identical-dHash groups ({leak['images']} images, "
+             f"largest {leak['largest']}) span train and test, {leak['train_test_pairs']} train/test pairs"]
+    for group in leak["examples"]:
+        hidden = group["size"] - len(group["ids"])
+        tail = f" ... and {hidden} more" if hidden else ""
+        lines.append(f"  {group['size']} images: {', '.join(group['ids'])}{tail}")
+    hidden_groups = leak["groups"] - len(leak["examples"])
+    if hidden_groups:
+        lines.append(f"  ... and {hidden_groups} more groups (--json lists every id)")
+    return lines

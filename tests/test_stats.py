@@ -70,17 +70,68 @@ def test_sizes_and_leakage_by_hand(manifests):
     assert sizes["images"] == 8  # the no_image row has no header
     assert sizes["width"][0] == 100 and sizes["width"][-1] == 800 and sizes["width"][2] in (400, 500)
     assert sizes["height"][-1] == 400
-    assert rep["leakage"] == {"groups": 2, "images": 4,
-                              "examples": [["N0000001", "N0000002"], ["P00001", "P00002"]]}
+    assert rep["leakage"] == {"groups": 2, "images": 4, "largest": 2, "train_test_pairs": 2,
+                              "examples": [{"size": 2, "ids": ["N0000001", "N0000002"]},
+                                           {"size": 2, "ids": ["P00001", "P00002"]}]}
 
 
 def test_cli_readable_and_json(manifests):
     runner = CliRunner()
     as_json = runner.invoke(main, ["stats", "--manifests", str(manifests), "--json"])
-    assert as_json.exit_code == 0 and json.loads(as_json.output) == compute_stats(manifests)
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.output) == compute_stats(manifests, full_leakage=True)
     text = runner.invoke(main, ["stats", "--manifests", str(manifests)])
     assert text.exit_code == 0 and text.output.strip() == format_stats(compute_stats(manifests)).strip()
-    assert "== sixray10 ==" in text.output and "2 identical-dHash groups (4 images)" in text.output
+    assert "== sixray10 ==" in text.output and "2 identical-dHash groups (4 images, largest 2)" in text.output
+
+
+def leak_group(phash, first, train, test, status="ok"):
+    """`train` then `test` negatives sharing one dHash, ids N<first>, N<first + 1>, ..."""
+    splits = ["train"] * train + ["test"] * test
+    return [manifest_row(f"N{first + k:07d}", split=split, phash=phash, status=status)
+            for k, split in enumerate(splits)]
+
+
+LEAK_ROWS = [
+    *leak_group(1, 10, train=3, test=3),  # 6 images, 3 x 3 = 9 pairs
+    *leak_group(2, 20, train=4, test=1),  # 5 images, 4 pairs
+    *leak_group(3, 30, train=2, test=2),  # 4 images, 4 pairs
+    *leak_group(4, 40, train=1, test=1, status="no_boxes"),  # 2 images, 1 pair (no_boxes is usable)
+    *leak_group(5, 50, train=2, test=0),  # one split only: no leak
+    *leak_group(6, 60, train=1, test=0),
+    manifest_row("N0000061", split="test", phash=6, status="corrupt"),  # unusable: no leak
+]
+
+
+@pytest.fixture
+def leaky_manifests(tmp_path):
+    write_parquet(tmp_path / "manifest.parquet", pa.Table.from_pylist(LEAK_ROWS, schema=MANIFEST_SCHEMA))
+    return tmp_path
+
+
+def test_leakage_summary_by_hand(leaky_manifests):
+    leak = compute_stats(leaky_manifests)["manifest"]["leakage"]
+    assert (leak["groups"], leak["images"], leak["largest"], leak["train_test_pairs"]) == (4, 17, 6, 18)
+    assert "all_groups" not in leak  # the text path never pulls every group out of duckdb
+    assert leak["examples"] == [  # largest first, at most 3 groups of at most 4 ids
+        {"size": 6, "ids": ["N0000010", "N0000011", "N0000012", "N0000013"]},
+        {"size": 5, "ids": ["N0000020", "N0000021", "N0000022", "N0000023"]},
+        {"size": 4, "ids": ["N0000030", "N0000031", "N0000032", "N0000033"]}]
+
+
+def test_leakage_text_is_short_and_json_has_every_id(leaky_manifests):
+    runner = CliRunner()
+    text = runner.invoke(main, ["stats", "--manifests", str(leaky_manifests)]).output
+    assert "4 identical-dHash groups (17 images, largest 6) span train and test, 18 train/test pairs" in text
+    assert "  6 images: N0000010, N0000011, N0000012, N0000013 ... and 2 more" in text
+    assert "  5 images: N0000020, N0000021, N0000022, N0000023 ... and 1 more" in text
+    assert "  4 images: N0000030, N0000031, N0000032, N0000033\n" in text
+    assert "N0000014" not in text and "N0000040" not in text
+    assert "  ... and 1 more groups (--json lists every id)" in text
+    report = json.loads(runner.invoke(main, ["stats", "--manifests", str(leaky_manifests), "--json"]).output)
+    groups = ((10, 6), (20, 5), (30, 4), (40, 2))  # (first id, size), ordered by first id
+    assert report["manifest"]["leakage"]["all_groups"] == [
+        [f"N{i:07d}" for i in range(first, first + size)] for first, size in groups]
 
 
 def test_missing_manifest_is_a_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import socket
 from dataclasses import replace
 
@@ -48,6 +49,21 @@ def test_train_writes_run_folder_and_config_round_trips(tmp_path):
     assert {"metrics.json", "ap.csv", "pointing.csv", "pr_curves.png"} <= names
     assert any(n.startswith("cam_") for n in names)
     assert "Table 2" in format_tables(report) and "Table 3" in format_tables(report)
+
+
+def test_output_to_a_file_is_one_line_per_epoch_and_no_bar(tmp_path, capsys):
+    # capsys replaces stdout and stderr with captures that are not terminals, as a log file or a pipe is
+    train(config(tmp_path, epochs=2), data=fake_data)
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err  # no bar redraws
+    epoch_lines = [line for line in (out + err).splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    assert re.fullmatch(r"epoch 2/2: loss \d+\.\d{4}, \d+ img/s, mAP \d+\.\d", epoch_lines[-1])
+    evaluate_checkpoint(tmp_path / "run" / "last.pt", "fake", None, batch_size=8, workers=0, device="cpu",
+                        data=fake_data)
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err
+    assert re.fullmatch(rf"eval: {fake_data.COUNTS['test']} images in \d+\.\d s \(\d+ img/s\)\n", err)
 
 
 def test_resume_continues_exactly(tmp_path):
