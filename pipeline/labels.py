@@ -45,8 +45,8 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _file_select(raw: Path, csv_path: Path) -> str:
-    """One label file as rows (id, official, file, <class values as text>..., unknown)."""
+def _file_select(raw: Path, csv_path: Path, index: int) -> str:
+    """One label file as rows (id, k: the file's index, file, <class values as text>..., unknown)."""
     header = read_header(csv_path)
     cols = [f"c{i}" for i in range(len(header))]
     by_class, unknown = {}, []
@@ -68,8 +68,8 @@ def _file_select(raw: Path, csv_path: Path) -> str:
                        for c in ALL_CLASSES)
     columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in cols) + "}"
     return (
-        f"SELECT regexp_replace(trim(c0), '\\.jpe?g$', '', 'i') AS id, {_quote(official_name(raw, csv_path))}"
-        f" AS official, {_quote(rel)} AS file, {values}, {unknown_expr} AS unknown"
+        f"SELECT regexp_replace(trim(c0), '\\.jpe?g$', '', 'i') AS id, {index} AS k, {_quote(rel)} AS file,"
+        f" {values}, {unknown_expr} AS unknown"
         f" FROM read_csv({_quote(str(csv_path))}, header=true, delim=',', quote='\"', null_padding=true,"
         f" columns={columns}) WHERE nullif(trim(c0), '') IS NOT NULL"
     )
@@ -77,27 +77,59 @@ def _file_select(raw: Path, csv_path: Path) -> str:
 
 def _empty_select() -> str:
     values = ", ".join(f"NULL::VARCHAR AS {c}" for c in ALL_CLASSES)
-    return f"SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS official, NULL::VARCHAR AS file, {values}, " \
-           "''::VARCHAR AS unknown WHERE false"
+    return f"SELECT NULL::VARCHAR AS id, 0 AS k, NULL::VARCHAR AS file, {values}, ''::VARCHAR AS unknown " \
+           "WHERE false"
 
 
 def _sorted_set(expr: str, sep: str) -> str:
-    """Aggregate: the distinct non-null values of expr, sorted, joined by sep ('' if none).
-
-    Sorting the finished list (a scalar) instead of an ordered DISTINCT aggregate keeps duckdb's
-    per-group state small, so a million groups fit in a bounded memory budget.
-    """
+    """Aggregate: the distinct non-null values of expr, sorted, joined by sep ('' if none)."""
     return f"array_to_string(list_sort(list_distinct(list({expr}))), '{sep}')"
 
 
-def _class_exprs(cls: str) -> dict[str, str]:
-    # Valid values sort '-1' < '0' < '1' as text, so min and max name the disagreement, if any.
-    agreed, name = f"min({cls}) = max({cls})", cls.capitalize()
+MASK_BITS = 64
+"""Label files per UBIGINT mask: an id's label files are bits of fixed-size aggregate states."""
+
+
+def _file_masks(n_files: int) -> str:
+    """Aggregates mask0, mask1, ...: bit k % 64 of mask k // 64 is set where the id is in file k."""
+    bit = f"1::UBIGINT << (k % {MASK_BITS})"
+    return ", ".join(f"coalesce(bit_or({bit}) FILTER (WHERE k // {MASK_BITS} = {j}), 0) AS mask{j}"
+                     for j in range(max(1, -(-n_files // MASK_BITS))))
+
+
+def _in_files(items: list[str]) -> str:
+    """List expression: the sorted distinct items[k] whose file k has the id (its mask bit is set)."""
+    picked = ", ".join(f"CASE WHEN (mask{k // MASK_BITS} >> {k % MASK_BITS}) & 1 = 1 THEN {_quote(item)} END"
+                       for k, item in enumerate(items))
+    return f"list_sort(list_distinct(list_filter([{picked}]::VARCHAR[], lambda x: x IS NOT NULL)))"
+
+
+def _class_states(cls: str) -> str:
+    """Per-id aggregates of one class, all fixed-size so duckdb can spill them: the lowest and highest
+    valid value as -1/0/1, and whether any value is not 1, 0 or -1."""
+    code = f"CAST(CASE {cls} WHEN '1' THEN 1 WHEN '0' THEN 0 WHEN '-1' THEN -1 END AS TINYINT)"
+    return (f"min({code}) AS {cls}_lo, max({code}) AS {cls}_hi, "
+            f"coalesce(bool_or({cls} NOT IN {VALID_VALUES}), false) AS {cls}_bad")
+
+
+def _class_outputs(cls: str) -> dict[str, str]:
+    """Label, difficult mark and conflict of one class from its states; an invalid value leaves the
+    label unknown (null), as a disagreement does."""
+    agreed, name = f"NOT {cls}_bad AND {cls}_lo = {cls}_hi", cls.capitalize()
+    return {
+        "label": f"CAST(CASE WHEN {agreed} THEN {cls}_lo >= 0 END AS TINYINT) AS {cls}",
+        "difficult": f"CASE WHEN {agreed} AND {cls}_lo = 0 THEN '{cls}' END",
+        "conflict": f"CASE WHEN {cls}_lo <> {cls}_hi THEN "
+                    f"'{name} (' || {cls}_lo || '/' || {cls}_hi || ')' END",
+    }
+
+
+def _rare_exprs(cls: str) -> dict[str, str]:
+    """Aggregates over one class's text values, for the few ids holding an invalid value: the
+    disagreement as written (invalid values included) and the invalid values with their file."""
+    name = cls.capitalize()
     bad_value = f"CASE WHEN {cls} NOT IN {VALID_VALUES} THEN '''' || {cls} || ''' for {name} in ' || file END"
     return {
-        "label": f"CAST(CASE WHEN {agreed} AND min({cls}) IN ('1', '0') THEN 1 "
-                 f"WHEN {agreed} AND min({cls}) = '-1' THEN 0 END AS TINYINT) AS {cls}",
-        "difficult": f"CASE WHEN {agreed} AND min({cls}) = '0' THEN '{cls}' END",
         "conflict": f"CASE WHEN min({cls}) <> max({cls}) THEN "
                     f"'{name} (' || min({cls}) || '/' || max({cls}) || ')' END",
         "invalid": f"nullif({_sorted_set(bad_value, ', ')}, '')",
@@ -105,24 +137,40 @@ def _class_exprs(cls: str) -> dict[str, str]:
 
 
 def labels_query(raw: Path, files: list[Path]) -> str:
-    """SQL giving one row per labelled id: official files, class labels, difficult list, problems."""
-    rows = " UNION ALL ".join(_file_select(raw, f) for f in files) if files else _empty_select()
-    exprs = {c: _class_exprs(c) for c in ALL_CLASSES}
-    labels = ", ".join(e["label"] for e in exprs.values())
-    difficult = ", ".join(e["difficult"] for e in exprs.values())
-    conflicts = ", ".join(e["conflict"] for e in exprs.values())
-    invalid = ", ".join(e["invalid"] for e in exprs.values())
+    """SQL giving one row per labelled id: official files, class labels, difficult list, problems.
+
+    The million-group aggregation keeps only fixed-size states (file bit masks, min/max codes, flags),
+    which duckdb spills under its memory limit; list states cannot spill, so the messages about
+    invalid values and unknown classes are aggregated apart over the few ids that have them.
+    """
+    selects = [_file_select(raw, f, k) for k, f in enumerate(files)]
+    rows = " UNION ALL ".join(selects) if files else _empty_select()
+    outputs = [_class_outputs(c) for c in ALL_CLASSES]
+    rare = [_rare_exprs(c) for c in ALL_CLASSES]
+    any_invalid = " OR ".join(f"{c} NOT IN {VALID_VALUES}" for c in ALL_CLASSES)
     unknown = _sorted_set("CASE WHEN unknown <> '' THEN unknown || ' in ' || file END", "; ")
     return f"""
-        WITH rows AS ({rows}),
+        WITH rows AS NOT MATERIALIZED ({rows}),
         per_id AS (
-            SELECT id, list_sort(list_distinct(list(official))) AS official, {labels},
-                   list_filter([{difficult}], lambda x: x IS NOT NULL) AS difficult,
-                   concat_ws(', ', {conflicts}) AS conflicts,
-                   concat_ws(', ', {invalid}) AS invalid,
-                   {unknown} AS unknown,
-                   {_sorted_set("file", ", ")} AS files
+            SELECT id, {_file_masks(len(files))}, {", ".join(_class_states(c) for c in ALL_CLASSES)}
             FROM rows GROUP BY id
+        ),
+        rare AS (
+            SELECT id, concat_ws(', ', {", ".join(e["conflict"] for e in rare)}) AS conflicts,
+                   concat_ws(', ', {", ".join(e["invalid"] for e in rare)}) AS invalid, {unknown} AS unknown
+            FROM rows WHERE id IN (SELECT id FROM rows WHERE {any_invalid} OR unknown <> '') GROUP BY id
+        ),
+        merged AS (
+            SELECT p.id, {_in_files([official_name(raw, f) for f in files])} AS official,
+                   {", ".join(o["label"] for o in outputs)},
+                   list_filter([{", ".join(o["difficult"] for o in outputs)}], lambda x: x IS NOT NULL)
+                       AS difficult,
+                   CASE WHEN r.id IS NULL THEN concat_ws(', ', {", ".join(o["conflict"] for o in outputs)})
+                        ELSE r.conflicts END AS conflicts,
+                   coalesce(r.invalid, '') AS invalid, coalesce(r.unknown, '') AS unknown,
+                   array_to_string({_in_files([Path(f).relative_to(raw).as_posix() for f in files])}, ', ')
+                       AS files
+            FROM per_id p LEFT JOIN rare r ON p.id = r.id
         )
         SELECT id, official, {", ".join(ALL_CLASSES)}, difficult,
                list_filter([
@@ -133,7 +181,7 @@ def labels_query(raw: Path, files: list[Path]) -> str:
                    CASE WHEN unknown <> '' THEN {{'status': 'unknown_class',
                        'error': 'unknown class marked present: ' || unknown}} END
                ], lambda x: x IS NOT NULL) AS problems
-        FROM per_id
+        FROM merged
     """
 
 
