@@ -99,15 +99,20 @@ def manifest_raw_root(manifest: Path) -> Path:
 
 
 def read_plan(subset: Path) -> dict:
-    """Per shard (in file order, which is split then order): split, count and the md5 of its id list."""
-    table = pq.read_table(subset, columns=["id", "split", "shard"])
-    ids, splits, names = (table[c].to_pylist() for c in ("id", "split", "shard"))
-    shards, members = {}, {}
-    for image_id, split, name in zip(ids, splits, names, strict=True):
-        shards.setdefault(name, {"split": split})
-        members.setdefault(name, []).append(image_id)
+    """Per shard (in file order, which is split then order): split, count and the md5 of its id list.
+    Streams the subset manifest, hashing each shard's ids as they pass: memory does not grow with it."""
+    shards, digests = {}, {}
+    for batch in pq.ParquetFile(subset).iter_batches(batch_size=65_536, columns=["id", "split", "shard"]):
+        for image_id, split, name in zip(*(batch[c].to_pylist() for c in ("id", "split", "shard")),
+                                         strict=True):
+            shard = shards.get(name)
+            if shard is None:
+                shards[name], digests[name] = {"split": split, "count": 0}, hashlib.md5(image_id.encode())
+            else:
+                digests[name].update(b"\n" + image_id.encode())
+            shards[name]["count"] += 1
     for name, shard in shards.items():
-        shard.update(count=len(members[name]), ids_md5=planned_ids_md5(members[name]))
+        shard["ids_md5"] = digests[name].hexdigest()
     return shards
 
 

@@ -1,10 +1,12 @@
 """SIXray10/100/1000 subset selection and the shard plan, as pure functions of ids, labels and a seed.
 
-Only small key columns (id, split, labels, byte size) are held in memory, never boxes or image bytes;
-the full subset rows are joined and sorted by duckdb, which spills to disk, and streamed to Parquet.
+Only narrow key columns (id, split, labels, byte size) are held in memory, as arrays of a few bytes an
+id, never boxes or image bytes; the full subset rows stream from the manifest (sorted by id) into the
+subset manifest (sorted by split and order) through an external sort on disk.
 """
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +17,16 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.classes import ALL_CLASSES, CLASSES
-from pipeline.db import spilling_connection
 from pipeline.hashing import stable_hashes
-from pipeline.schema import SUBSET_SCHEMA, USABLE_STATUSES
+from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, USABLE_STATUSES
 
 RATIOS = (10, 100, 1000)
 SPLITS = ("train", "test")
-DUCKDB_MEMORY_LIMIT = "256MB"
+BUCKET_ROWS = 65_536
+"""Subset rows per spill bucket of write_subset: the most wide rows it holds in memory at once."""
+BATCH_ROWS = 16_384
+ROW_GROUP_SIZE = 8_192
+"""Row groups of the subset manifest: a shard task reads only the groups its shard overlaps."""
 SAMPLE_OVERHEAD = 4096
 """Tar bytes per sample besides the JPEG: four 512-byte headers plus the padded label, mask and JSON."""
 
@@ -37,54 +42,99 @@ class SubsetConfig:
 
 
 def read_keys(manifest: Path, cfg: SubsetConfig) -> dict:
-    """The usable rows' ids, splits (from cfg.split_source), label matrix, hammer flags and byte sizes."""
-    columns = ["id", "split", "official", "status", "bytes", *ALL_CLASSES]
-    table = pq.read_table(manifest, columns=columns)
-    table = table.filter(pc.is_in(table["status"], pa.array(USABLE_STATUSES)))
-    ids = table["id"].to_pylist()
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{manifest}: usable rows share an id; ingest must mark duplicates")
-    if cfg.split_source == "ours":
-        splits = table["split"].to_pylist()
-        missing = [i for i, s in zip(ids, splits, strict=True) if s not in SPLITS]
-        if missing:
-            raise ValueError(f"{manifest}: usable rows without a train/test split, e.g. {missing[:3]}")
-    elif cfg.split_source == "official":
-        splits = official_splits(manifest, ids, table["official"].to_pylist(), cfg.ratio)
-    else:
+    """Narrow key columns of the usable rows as arrays, a few bytes an id: ids (Arrow strings), each
+    row's position in the manifest, split codes (0 train, 1 test, -1 none; from cfg.split_source),
+    label matrix, hammer flags and byte sizes. Streamed a batch at a time; boxes, checksums and errors
+    are never read."""
+    if cfg.split_source not in ("ours", "official"):
         raise ValueError(f"unknown split source {cfg.split_source!r} (ours | official)")
-    labels = np.stack([table[c].fill_null(0).to_numpy() for c in CLASSES], axis=1).astype(np.int8)
-    return {
-        "ids": ids,
-        "splits": np.array(splits, dtype=object),
-        "labels": labels,
-        "hammer": table["hammer"].fill_null(0).to_numpy() == 1,
-        "bytes": table["bytes"].to_numpy(),
-    }
+    columns = ["id", "status", "bytes", *ALL_CLASSES, "split" if cfg.split_source == "ours" else "official"]
+    parts, rows, start = [], [], 0
+    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        usable = pc.is_in(batch["status"], pa.array(USABLE_STATUSES)).to_numpy(zero_copy_only=False)
+        rows.append(start + np.flatnonzero(usable))
+        start += len(batch)
+        batch = batch.filter(pa.array(usable))
+        if cfg.split_source == "ours":
+            splits = split_codes(batch["split"])
+        else:
+            splits = official_splits(manifest, batch, cfg.ratio)
+        parts.append({
+            "ids": batch["id"],
+            "splits": splits,
+            "labels": np.stack([batch[c].fill_null(0).to_numpy() for c in CLASSES], axis=1).astype(np.int8),
+            "hammer": batch["hammer"].fill_null(0).to_numpy() == 1,
+            "bytes": batch["bytes"].to_numpy(),
+        })
+    keys = {k: np.concatenate([p[k] for p in parts]) for k in ("splits", "labels", "hammer", "bytes")}
+    keys["ids"] = pa.concat_arrays([p["ids"] for p in parts]) if parts else pa.array([], pa.string())
+    check_sorted_ids(manifest, keys["ids"])
+    check_splits(manifest, keys, cfg)
+    return {**keys, "manifest_rows": np.concatenate(rows), "manifest_size": start}
 
 
-def official_splits(manifest, ids, memberships, ratio: int) -> list:
-    """Each id's split in the label files of subset `ratio` ('<ratio>/train*', '<ratio>/test*'), None if
-    the files do not list it; an error if they list no id at all or put one id in both splits."""
-    splits = []
-    for image_id, groups in zip(ids, memberships, strict=True):
-        found = {s for g in groups or () for s in SPLITS if g.startswith(f"{ratio}/{s}")}
-        if len(found) > 1:
-            raise ValueError(f"{manifest}: {image_id} is in both train and test of ImageSet/{ratio}")
-        splits.append(found.pop() if found else None)
-    if not any(splits):
-        raise ValueError(f"{manifest}: the label files give no ImageSet/{ratio}/train* or test* memberships")
-    return splits
+def check_splits(manifest: Path, keys: dict, cfg: SubsetConfig) -> None:
+    """Our split must cover every usable row; the official files must list at least one."""
+    missing = keys["splits"] < 0
+    if cfg.split_source == "ours" and missing.any():
+        examples = keys["ids"].take(np.flatnonzero(missing)[:3]).to_pylist()
+        raise ValueError(f"{manifest}: usable rows without a train/test split, e.g. {examples}")
+    if cfg.split_source == "official" and missing.all():
+        raise ValueError(f"{manifest}: the label files give no ImageSet/{cfg.ratio}/train* or test* "
+                         "memberships")
+
+
+def check_sorted_ids(manifest: Path, ids: pa.Array) -> None:
+    """The manifest's contract (ingest writes it so): ids strictly increasing, hence also unique. The
+    subset manifest is streamed in that order, so an unsorted file is refused rather than misread."""
+    ascending = pc.less(ids.slice(0, len(ids) - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
+    if not ascending.all():
+        bad = int(np.flatnonzero(~ascending)[0])
+        pair = ids.slice(bad, 2).to_pylist()
+        raise ValueError(f"{manifest}: ids not strictly increasing at row {bad} ({pair[0]!r}, {pair[1]!r}): "
+                         "duplicate or unsorted ids; rerun `pipeline ingest`")
+
+
+def split_codes(splits: pa.Array) -> np.ndarray:
+    """'train' -> 0, 'test' -> 1, anything else -> -1, as int8."""
+    codes = np.full(len(splits), -1, dtype=np.int8)
+    for code, split in enumerate(SPLITS):
+        codes[pc.equal(splits, split).fill_null(False).to_numpy(zero_copy_only=False)] = code
+    return codes
+
+
+def official_splits(manifest: Path, batch: pa.RecordBatch, ratio: int) -> np.ndarray:
+    """Each row's split code in the label files of subset `ratio` ('<ratio>/train*', '<ratio>/test*'),
+    -1 if they do not list it; an error if they put one id in both splits."""
+    groups = batch["official"]
+    parents = pc.list_parent_indices(groups).to_numpy()
+    names = pc.list_flatten(groups)
+    found = np.zeros((len(batch), len(SPLITS)), dtype=bool)
+    for code, split in enumerate(SPLITS):
+        hit = pc.starts_with(names, f"{ratio}/{split}").to_numpy(zero_copy_only=False)
+        found[parents[hit], code] = True
+    both = found.all(axis=1)
+    if both.any():
+        image_id = batch["id"][int(np.flatnonzero(both)[0])].as_py()
+        raise ValueError(f"{manifest}: {image_id} is in both train and test of ImageSet/{ratio}")
+    return np.where(found[:, 0], 0, np.where(found[:, 1], 1, -1)).astype(np.int8)
+
+
+def id_hashes(seed: int, salt: str, ids: pa.Array) -> np.ndarray:
+    """stable_hashes of Arrow ids, converting a slice at a time (never a million Python strings)."""
+    step = 65_536
+    return np.concatenate([stable_hashes(seed, salt, ids.slice(i, step).to_pylist())
+                           for i in range(0, len(ids), step)] or [np.empty(0, np.uint64)])
 
 
 def select(keys: dict, cfg: SubsetConfig) -> tuple[np.ndarray, dict]:
-    """Indices into keys of the subset's rows, and a summary of what was taken per split."""
+    """Indices into keys of the subset's rows (ascending), and a summary of what was taken per split."""
     positive = (keys["labels"] == 1).any(axis=1)
     # An image holding only a hammer is neither a negative nor a positive of the five trained classes.
     negative = ~positive & ~keys["hammer"]
     chosen, summary = [], {"hammer_only_excluded": int((~positive & keys["hammer"]).sum())}
-    for split in SPLITS:
-        in_split = keys["splits"] == split
+    for code, split in enumerate(SPLITS):
+        in_split = keys["splits"] == code
         pos = np.flatnonzero(in_split & positive)
         neg = np.flatnonzero(in_split & negative)
         if cfg.ratio == 1000:
@@ -92,9 +142,7 @@ def select(keys: dict, cfg: SubsetConfig) -> tuple[np.ndarray, dict]:
             wanted = len(neg)
         else:
             wanted = cfg.ratio * len(pos)
-            rank = np.argsort(
-                stable_hashes(cfg.seed, "negatives", [keys["ids"][i] for i in neg]), kind="stable"
-            )
+            rank = np.argsort(id_hashes(cfg.seed, "negatives", keys["ids"].take(neg)), kind="stable")
             neg = neg[rank[:wanted]]
         chosen += [pos, neg]
         summary[split] = {
@@ -113,7 +161,7 @@ def per_class_positives(keys: dict, pos: np.ndarray, cfg: SubsetConfig) -> np.nd
     so images taken for it also fill the commoner classes' quotas and the overshoot stays small."""
     labels = keys["labels"][pos] == 1
     all_labels = keys["labels"] == 1
-    ranked = np.argsort(stable_hashes(cfg.seed, "positives", [keys["ids"][i] for i in pos]), kind="stable")
+    ranked = np.argsort(id_hashes(cfg.seed, "positives", keys["ids"].take(pos)), kind="stable")
     taken = np.zeros(len(pos), dtype=bool)
     counts = np.zeros(len(CLASSES), dtype=np.int64)
     available = labels.sum(axis=0)
@@ -134,83 +182,122 @@ def per_class_positives(keys: dict, pos: np.ndarray, cfg: SubsetConfig) -> np.nd
     return np.sort(pos[taken])
 
 
-def plan(keys: dict, rows: np.ndarray, cfg: SubsetConfig) -> pa.Table:
+@dataclass(frozen=True)
+class Plan:
+    """Where each subset row goes, as arrays over the subset's rows in output order (split, then
+    order): the manifest row it comes from, its split code, its shard (an index into shard_names) and
+    its position in the split's order."""
+
+    manifest_rows: np.ndarray
+    splits: np.ndarray
+    shards: np.ndarray
+    order: np.ndarray
+    shard_names: list[str]
+
+
+def plan(keys: dict, rows: np.ndarray, cfg: SubsetConfig) -> Plan:
     """Order and shard of every subset row: train by a shuffle hash (classes mix when read sequentially),
-    test by id; a shard closes when another sample would pass shard_size or shard_bytes."""
-    ids = [keys["ids"][i] for i in rows]
-    splits = keys["splits"][rows]
-    out = {"id": [], "split": [], "shard": [], "order": []}
-    for split in SPLITS:
-        idx = np.flatnonzero(splits == split)
-        split_ids = [ids[i] for i in idx]
+    test by id; a shard closes when another sample would pass shard_size or shard_bytes. `rows` is
+    ascending and the manifest is sorted by id, so index order is id order and breaks hash ties."""
+    parts, names = [], []
+    for split in sorted(SPLITS):  # the file lists splits by name: test, then train
+        code = SPLITS.index(split)
+        idx = rows[keys["splits"][rows] == code]
         if split == "train":
-            idx = idx[np.lexsort((np.array(split_ids), stable_hashes(cfg.seed, "shuffle", split_ids)))]
-        else:
-            idx = idx[np.argsort(np.array(split_ids), kind="stable")]
-        out["id"] += [ids[i] for i in idx]
-        out["split"] += [split] * len(idx)
-        out["shard"] += shard_names(split, keys["bytes"][rows[idx]] + SAMPLE_OVERHEAD, cfg)
-        out["order"] += range(len(idx))
-    return pa.table(
-        out,
-        schema=pa.schema(
-            [("id", pa.string()), ("split", pa.string()), ("shard", pa.string()), ("order", pa.int64())]
-        ),
-    )
+            idx = idx[np.argsort(id_hashes(cfg.seed, "shuffle", keys["ids"].take(idx)), kind="stable")]
+        shards = shard_numbers(keys["bytes"][idx] + SAMPLE_OVERHEAD, cfg)
+        parts.append((idx, np.full(len(idx), code, np.int8), shards + len(names), np.arange(len(idx))))
+        names += [f"{split}-{k:06d}" for k in range(int(shards[-1]) + 1 if len(shards) else 0)]
+    idx, codes, shards, order = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return Plan(keys["manifest_rows"][idx], codes, shards, order, names)
 
 
-def shard_names(split: str, sizes: np.ndarray, cfg: SubsetConfig) -> list[str]:
-    names, shard, count, size = [], 0, 0, 0
-    for nbytes in sizes.tolist():
+def shard_numbers(sizes: np.ndarray, cfg: SubsetConfig) -> np.ndarray:
+    """The shard of each sample in order: a new one when the count or the byte budget would overflow."""
+    numbers = np.empty(len(sizes), dtype=np.int32)
+    shard, count, size = 0, 0, 0
+    for k, nbytes in enumerate(sizes.tolist()):
         if count and (count + 1 > cfg.shard_size or size + nbytes > cfg.shard_bytes):
             shard, count, size = shard + 1, 0, 0
         count, size = count + 1, size + nbytes
-        names.append(f"{split}-{shard:06d}")
-    return names
+        numbers[k] = shard
+    return numbers
 
 
 def build_subset(manifest: Path, out: Path, cfg: SubsetConfig) -> dict:
     """Select the subset, plan its shards and write `out` (SUBSET_SCHEMA, sorted by split then order)."""
     if cfg.ratio not in RATIOS:
         raise ValueError(f"ratio must be one of {RATIOS}, got {cfg.ratio}")
-    planned, summary = plan_subset(manifest, cfg)  # the key columns are freed before the join runs
-    write_subset(manifest, out, planned, cfg)
+    keys = read_keys(manifest, cfg)
+    rows, summary = select(keys, cfg)
+    planned = plan(keys, rows, cfg)
+    manifest_size = keys["manifest_size"]
+    del keys, rows  # free the key columns before the wide rows stream through
+    write_subset(manifest, out, planned, manifest_size, cfg)
     return summary
 
 
-def plan_subset(manifest: Path, cfg: SubsetConfig) -> tuple[pa.Table, dict]:
-    """The plan (id, split, shard, order per subset row) and the selection summary."""
-    keys = read_keys(manifest, cfg)
-    rows, summary = select(keys, cfg)
-    return plan(keys, rows, cfg), summary
+def write_subset(manifest: Path, out: Path, planned: Plan, manifest_size: int, cfg: SubsetConfig) -> None:
+    """Stream the manifest's rows (id order) into the subset manifest in output order, in bounded memory.
 
-
-def write_subset(manifest: Path, out: Path, planned: pa.Table, cfg: SubsetConfig) -> None:
-    """Join the plan with the full manifest rows in duckdb and stream the sorted result to Parquet."""
-    metadata = dict(pq.read_schema(manifest).metadata or {})
-    metadata.update(
-        {
-            b"ratio": str(cfg.ratio).encode(),
-            b"seed": str(cfg.seed).encode(),
-            b"split_source": cfg.split_source.encode(),
-        }
-    )
-    schema = SUBSET_SCHEMA.with_metadata(metadata)
-    # Spill the join and sort to disk rather than grow: unlimited, duckdb doubled the peak at 1.06M ids.
-    con = spilling_connection(out.parent / "_subset-spill", DUCKDB_MEMORY_LIMIT)
-    con.register("plan", planned)
-    usable = ", ".join(f"'{s}'" for s in USABLE_STATUSES)
-    query = f"""
-        SELECT m.* REPLACE (p.split AS split), p.shard, p."order"
-        FROM read_parquet(?) m JOIN plan p ON m.id = p.id
-        WHERE m.status IN ({usable})
-        ORDER BY p.split, p."order"
+    An external sort on the output position, which the plan already knows: pass 1 streams the manifest
+    once and appends each chosen row to the bucket file of its position range; pass 2 reads one bucket
+    at a time, puts its rows in order and appends them to the Parquet file. Memory is one manifest batch
+    plus one bucket of wide rows, whatever the dataset's size (duckdb's ORDER BY over these nested rows
+    ran out of its memory limit at 1.06M ids).
     """
-    reader = con.sql(query, params=[str(manifest)]).to_arrow_reader(50_000)
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in reader:
-            writer.write_table(pa.Table.from_batches([batch]).select(schema.names).cast(schema))
-    con.close()
+    schema = SUBSET_SCHEMA.with_metadata(subset_metadata(manifest, cfg))
+    position = np.full(manifest_size, -1, dtype=np.int64)
+    position[planned.manifest_rows] = np.arange(len(planned.manifest_rows))
+    spill = out.parent / f".{out.stem}-spill"
+    shutil.rmtree(spill, ignore_errors=True)
+    spill.mkdir(parents=True)
+    try:
+        buckets = spill_to_buckets(manifest, position, planned, schema, spill)
+        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for bucket in buckets:
+                table = pa.ipc.open_file(bucket).read_all()
+                table = table.take(pc.sort_indices(table["_position"]))
+                writer.write_table(table.drop_columns(["_position"]), row_group_size=ROW_GROUP_SIZE)
+                bucket.unlink()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def spill_to_buckets(manifest: Path, position: np.ndarray, planned: Plan, schema: pa.Schema,
+                     spill: Path) -> list[Path]:
+    """Pass 1 of write_subset: every chosen row, with its split, shard, order and output position,
+    appended to bucket `position // BUCKET_ROWS`; returns the bucket files in output order."""
+    n_buckets = -(-len(planned.manifest_rows) // BUCKET_ROWS)
+    paths = [spill / f"bucket-{b:06d}.arrow" for b in range(n_buckets)]
+    bucket_schema = schema.remove_metadata().append(pa.field("_position", pa.int64()))
+    writers = [pa.ipc.new_file(p, bucket_schema) for p in paths]
+    split_names, shard_names, start = pa.array(SPLITS), pa.array(planned.shard_names, pa.string()), 0
+    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=MANIFEST_SCHEMA.names):
+        where = position[start : start + len(batch)]
+        start += len(batch)
+        chosen = np.flatnonzero(where >= 0)
+        if not len(chosen):
+            continue
+        out_pos = where[chosen]
+        table = pa.Table.from_batches([batch]).take(chosen)
+        table = table.set_column(table.schema.get_field_index("split"), "split",
+                                 split_names.take(planned.splits[out_pos]))
+        table = table.append_column("shard", shard_names.take(planned.shards[out_pos]))
+        table = table.append_column("order", pa.array(planned.order[out_pos], pa.int64()))
+        table = table.append_column("_position", pa.array(out_pos, pa.int64())).cast(bucket_schema)
+        for b in np.unique(out_pos // BUCKET_ROWS).tolist():
+            writers[b].write_table(table.filter(pa.array(out_pos // BUCKET_ROWS == b)))
+    for writer in writers:
+        writer.close()
+    return paths
+
+
+def subset_metadata(manifest: Path, cfg: SubsetConfig) -> dict:
+    metadata = dict(pq.read_schema(manifest).metadata or {})
+    metadata.update({b"ratio": str(cfg.ratio).encode(), b"seed": str(cfg.seed).encode(),
+                     b"split_source": cfg.split_source.encode()})
+    return metadata
 
 
 def planned_ids_md5(ids) -> str:

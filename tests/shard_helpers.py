@@ -89,6 +89,7 @@ def write_dataset(root: Path, rows: list[dict], corrupt: tuple[str, ...] = ()) -
                 "error": None if r["status"] == "ok" else "test row",
             }
         )
+    records.sort(key=lambda r: r["id"])  # a manifest is sorted by id, as ingest writes it
     table = pa.Table.from_pylist(records, schema=MANIFEST_SCHEMA)
     table = table.replace_schema_metadata({b"raw_root": str(raw.resolve()).encode()})
     (root / "manifests").mkdir(exist_ok=True)
