@@ -2,12 +2,14 @@
 
 Each stage (synth, ingest, build-shards) splits its work into picklable tasks that write their own
 output atomically and return a small summary dict. `run_tasks` yields those summaries as they finish,
-with a progress bar; resuming is the stage's job (it leaves finished tasks out of `tasks`).
+with a progress bar; resuming is the stage's job (it leaves finished tasks out of `tasks`). Tasks may
+come from a generator: the local pool takes them as it goes, so a stage never holds them all.
 """
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from itertools import chain, islice
 
 from tqdm import tqdm
 
@@ -30,24 +32,39 @@ def run_tasks(
     """Yield fn(task) for every task, in completion order, advancing the bar by count(result).
 
     scheduler: None runs on a local process pool of `workers` (default: every core; 1 runs inline,
-    which keeps tracebacks simple); an address ('tcp://host:8786') or a distributed.Client runs
-    the same tasks on that Dask cluster.
+    which keeps tracebacks simple) with at most IN_FLIGHT tasks per worker submitted at a time; an
+    address ('tcp://host:8786') or a distributed.Client runs the same tasks on that Dask cluster.
     """
-    tasks = list(tasks)
     with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, disable=None) as bar:
         for result in _execute(fn, tasks, workers or default_workers(), scheduler):
             bar.update(count(result))
             yield result
 
 
+IN_FLIGHT = 2
+"""Tasks submitted per worker ahead of the results: enough to keep every worker busy, and the tasks
+(and their results) held at once stay a handful whatever the stage's size."""
+
+
 def _execute(fn, tasks, workers, scheduler):
     if scheduler is not None:
-        yield from _dask(fn, tasks, scheduler)
-    elif workers == 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
+        yield from _dask(fn, list(tasks), scheduler)
+        return
+    tasks = iter(tasks)
+    head = list(islice(tasks, workers))  # enough to size the pool without listing every task
+    if workers == 1 or len(head) <= 1:
+        yield from map(fn, chain(head, tasks))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-            for future in as_completed([pool.submit(fn, t) for t in tasks]):
+        yield from _pool(fn, chain(head, tasks), min(workers, len(head)))
+
+
+def _pool(fn, tasks: Iterator, workers: int):
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(fn, t) for t in islice(tasks, IN_FLIGHT * workers)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            pending |= {pool.submit(fn, t) for t in islice(tasks, len(done))}
+            for future in done:
                 yield future.result()
 
 
