@@ -2,7 +2,7 @@
 
     python3 bench/measure.py -- pipeline ingest --raw /tmp/scale/raw --out /tmp/scale/m
 
-Peak memory is sampled every 50 ms as the sum over the command and all its descendants (worker
+Peak memory is sampled every 200 ms as the sum over the command and all its descendants (worker
 processes included) of the proportional set size (PSS: a page shared by n processes counts 1/n in
 each, so forked workers are not counted twice for what they share) and of the plain RSS, the
 conservative figure. The peak of each is reported in MB (10^6 bytes).
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-SAMPLE_S = 0.05
+SAMPLE_S = 0.2
 
 
 def _tree(pid: int) -> list[int]:

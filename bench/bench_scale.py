@@ -1,0 +1,214 @@
+"""Every pipeline command at the real SIXray size, run as a user runs it, with its wall time and memory.
+
+    python3 bench/bench_scale.py --work /tmp/scale [--negatives 1050302] [--steps all]
+
+Builds the raw folder itself (bench/scale_folder.py: 8,929 positives and 10,000 negatives from
+`pipeline synth` at half size, the other negatives hard links to those, label files for every id),
+then runs each command in its own process (bench/measure.py: peak RSS and PSS of its whole process
+tree) and prints per command: exit code, wall time, images/s, peak memory. Reference for build-shards:
+GNU tar (`--hard-dereference`, so every link is archived as a file) plus `sync` over the same JPEGs as
+SIXray1000, in the same run; RATIO = build-shards images/s / tar+sync images/s. Shards are deleted after
+each measurement (SIXray1000 at half size is about 40 GB). A table in Markdown goes to
+`<work>/scale.md` and the raw figures to `<work>/scale.json`.
+
+Steps: ingest (first run, rerun unchanged), shards (each ratio x split source, a rerun unchanged and a
+rerun after a kill), tar, stats, incremental (1% of the ids held back and added again: 0.5% the last
+ids, 0.5% spread among the others).
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import run_measured  # noqa: E402
+from scale_folder import NEGATIVES, POSITIVES, build_folder  # noqa: E402
+
+from pipeline.synth import write_label_files  # noqa: E402
+
+STEPS = ("ingest", "shards", "tar", "stats", "incremental")
+
+
+class Bench:
+    def __init__(self, work: Path):
+        self.work, self.rows = work, []
+        self.raw, self.manifests, self.shards = work / "raw", work / "manifests", work / "shards"
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, cmd: list[str], images: int, **extra) -> dict:
+        """Run one command to completion, record and print its row."""
+        log = self.logs / (re.sub(r"[^\w.-]+", "_", name) + ".log")
+        result = run_measured(cmd, log=log)
+        row = {"command": name, **result, "images": images,
+               "images_per_s": round(images / result["seconds"]) if result["seconds"] else None, **extra}
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        return row
+
+    def ids(self) -> int:
+        return pq.read_metadata(self.manifests / "manifest.parquet").num_rows
+
+
+def ingest_cmd(bench: Bench) -> list[str]:
+    return ["pipeline", "ingest", "--raw", str(bench.raw), "--out", str(bench.manifests)]
+
+
+def step_ingest(bench: Bench, total: int) -> None:
+    bench.run("ingest (first run)", ingest_cmd(bench), total)
+    bench.run("ingest (rerun, nothing changed)", ingest_cmd(bench), total)
+
+
+def shards_cmd(bench: Bench, ratio: int, split: str) -> list[str]:
+    return ["pipeline", "build-shards", "--ratio", str(ratio), "--split", split,
+            "--manifests", str(bench.manifests), "--out", str(bench.shards)]
+
+
+def subset_count(bench: Bench, ratio: int) -> int:
+    info = json.loads((bench.shards / f"sixray{ratio}" / "_info.json").read_text())
+    return info["train"]["count"] + info["test"]["count"]
+
+
+def step_shards(bench: Bench) -> None:
+    for ratio in (10, 100, 1000):
+        for split in ("ours", "official"):
+            cmd = shards_cmd(bench, ratio, split)
+            row = bench.run(f"build-shards --ratio {ratio} --split {split}", cmd, 0)
+            fix_images(row, subset_count(bench, ratio) if row["rc"] == 0 else 0)
+            if (ratio, split) == (1000, "ours"):
+                rerun_and_kill(bench, row["images"])
+            shutil.rmtree(bench.shards / f"sixray{ratio}")
+
+
+def fix_images(row: dict, images: int) -> None:
+    row.update(images=images, images_per_s=round(images / row["seconds"]))
+    print(json.dumps({"command": row["command"], "images": images, "images_per_s": row["images_per_s"]}))
+
+
+def rerun_and_kill(bench: Bench, images: int) -> None:
+    """SIXray1000: a rerun with nothing to do, then a run killed halfway and its rerun."""
+    cmd = shards_cmd(bench, 1000, "ours")
+    bench.run("build-shards --ratio 1000 (rerun, nothing changed)", cmd, images)
+    done = sorted((bench.shards / "sixray1000").glob("*.stats.json"))
+    for marker in done[len(done) // 2:]:  # as if the first run had been killed halfway
+        marker.unlink()
+    (bench.shards / "sixray1000" / done[-1].name.replace(".stats.json", ".tar")).unlink()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGKILL)  # a kill while shards are being written
+    proc.wait()
+    bench.run("build-shards --ratio 1000 (rerun after a kill)", cmd, images)
+
+
+def step_tar(bench: Bench) -> None:
+    """GNU tar + sync over the SIXray1000 JPEGs (the subset manifest's paths), in the subset's order."""
+    paths = pq.read_table(bench.manifests / "sixray1000.parquet", columns=["path"])["path"].to_pylist()
+    listing = bench.work / "tar-files.txt"
+    listing.write_text("".join(p + "\n" for p in paths))
+    out = bench.work / "reference.tar"
+    cmd = ["sh", "-c", f"tar --hard-dereference -cf {out} -C {bench.raw} -T {listing} && sync"]
+    bench.run("reference: GNU tar + sync, SIXray1000 JPEGs", cmd, len(paths))
+    out.unlink()
+
+
+def step_stats(bench: Bench, total: int) -> None:
+    bench.run("stats", ["pipeline", "stats", "--manifests", str(bench.manifests)], total)
+    bench.run("stats --json", ["pipeline", "stats", "--manifests", str(bench.manifests), "--json"], total)
+
+
+def held_back(total_negatives: int) -> list[str]:
+    """1% of the ids: the last 0.5% of the negatives and every 200th of the others."""
+    tail = total_negatives // 200
+    spread = range(100, total_negatives - tail, 200)
+    return [f"N{n:07d}" for n in (*spread, *range(total_negatives - tail + 1, total_negatives + 1))]
+
+
+def filter_label_files(raw: Path, drop: set[str]) -> None:
+    for path in sorted((raw / "ImageSet").rglob("*.csv")):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r and r[0] not in drop]
+        with open(path, "w", newline="") as f:
+            csv.writer(f, lineterminator="\r\n").writerows(rows)
+
+
+def step_incremental(bench: Bench, negatives: int, total: int) -> None:
+    """Ingest without 1% of the scans, then with them again: the rerun must validate about 1%, and the
+    manifest must equal the clean run's byte for byte."""
+    clean = bench.manifests / "manifest.parquet"
+    reference = bench.work / "manifest.clean.parquet"
+    shutil.copyfile(clean, reference)
+    held = held_back(negatives)
+    aside = bench.work / "held-back"
+    aside.mkdir(exist_ok=True)
+    for image_id in held:
+        os.replace(bench.raw / "JPEGImage" / f"{image_id}.jpg", aside / f"{image_id}.jpg")
+    filter_label_files(bench.raw, set(held))
+    bench.run(f"ingest (rerun, {len(held)} scans removed)", ingest_cmd(bench), total - len(held))
+    for image_id in held:
+        os.replace(aside / f"{image_id}.jpg", bench.raw / "JPEGImage" / f"{image_id}.jpg")
+    write_label_files(bench.raw, 0, POSITIVES, negatives)  # every id labelled again
+    row = bench.run(f"ingest (rerun, {len(held)} scans added: 1%)", ingest_cmd(bench), total)
+    row["identical_to_clean_run"] = clean.read_bytes() == reference.read_bytes()
+    print(json.dumps({"identical_to_clean_run": row["identical_to_clean_run"]}))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| command | exit | wall s | images | images/s | peak RSS MB | peak PSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['command']} | {r['rc']} | {r['seconds']} | {r['images']:,} | "
+                     f"{r['images_per_s'] or 0:,} | {r['peak_rss_mb']} | {r['peak_pss_mb']} |")
+    ratio = tar_ratio(rows)
+    if ratio:
+        lines.append(f"\nRATIO build-shards --ratio 1000 / (GNU tar + sync): **{ratio:.2f}**")
+    return "\n".join(lines)
+
+
+def tar_ratio(rows: list[dict]) -> float | None:
+    ours = [r for r in rows if r["command"] == "build-shards --ratio 1000 --split ours"]
+    tar = [r for r in rows if r["command"].startswith("reference: GNU tar")]
+    return ours[0]["images_per_s"] / tar[0]["images_per_s"] if ours and tar else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/scale"))
+    parser.add_argument("--negatives", type=int, default=NEGATIVES)
+    parser.add_argument("--steps", default="all", help=f"comma-separated of {', '.join(STEPS)}, or all")
+    args = parser.parse_args()
+    steps = STEPS if args.steps == "all" else tuple(args.steps.split(","))
+    bench = Bench(args.work)
+    build_folder(bench.raw, positives=POSITIVES, negatives=args.negatives)
+    total = POSITIVES + args.negatives
+    if "ingest" in steps:
+        step_ingest(bench, total)
+    if "shards" in steps:
+        step_shards(bench)
+    if "tar" in steps:
+        if not (bench.manifests / "sixray1000.parquet").exists():
+            subprocess.run(shards_cmd(bench, 1000, "ours"), check=True, stdout=subprocess.DEVNULL)
+            shutil.rmtree(bench.shards / "sixray1000")
+        step_tar(bench)
+    if "stats" in steps:
+        step_stats(bench, total)
+    if "incremental" in steps:
+        step_incremental(bench, args.negatives, total)
+    table = markdown(bench.rows)
+    (args.work / "scale.md").write_text(table + "\n")
+    (args.work / "scale.json").write_text(json.dumps(bench.rows, indent=1))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
