@@ -62,6 +62,9 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
                      max_pixels=max_pixels)
     click.echo(f"{summary['total']} ids: {summary['usable']} usable, {summary['bad']} bad "
                f"({summary['chunks_done_before']} chunks already done)")
+    counts = ", ".join(f"{summary[k]} {k}" for k in ("added", "changed", "removed", "unchanged"))
+    manifest = "written" if summary["manifest_written"] else "unchanged (same inputs)"
+    click.echo(f"images: {counts} ({summary['validated']} validated); manifest {manifest}")
     for status, count in summary["by_status"].items():
         click.echo(f"  {status:<15} {count:>9}")
     click.echo(f"  split: {', '.join(f'{k} {v}' for k, v in summary['by_split'].items())}")

@@ -1,21 +1,31 @@
 """`pipeline ingest`: a raw SIXray folder -> `<out>/manifest.parquet`, one validated row per image id.
 
-Three steps, each resumable and atomic:
-1. images: the sorted id list is cut into chunks; each chunk task validates its images, parses their
-   XMLs and writes `_ingest/images-NNNNNN.parquet`, then a marker `.json` (written last) holding a
-   hash of the chunk's inputs, so a rerun skips exactly the chunks already done.
-2. labels: duckdb reads every CSV under ImageSet/ into `_ingest/labels.parquet` (see labels.py).
-3. manifest: duckdb joins both (full outer), picks one status per row by priority, assigns our split
-   and streams the rows, sorted by id, into the manifest in fixed-size row groups: same input, same bytes.
+Three steps, each resumable, atomic and incremental. `_ingest/state.json`, written after the manifest
+of a successful run, lists what that run's manifest was made from; a rerun builds on it:
+1. images: the names under JPEGImage/ (a numpy bytes array, a few bytes per id, no stat calls) sorted by
+   id are cut into chunks of ids, made as the pool asks for them. A chunk task stats its files and XMLs
+   and hashes their names, sizes and mtime_ns into its key: its part `_ingest/images-<key>.parquet`
+   is done if it exists. Otherwise the task takes the last run's rows for its id range, reuses those
+   whose file names, size and mtime_ns still match, validates only the others, re-parses its XMLs
+   (cheap) and writes the part. Every task reports how its ids changed since the last run.
+2. labels: duckdb reads every CSV under ImageSet/ into `_ingest/labels-<key>.parquet` (see labels.py),
+   keyed by the CSVs' names, sizes and mtimes: unchanged label files are not read again.
+3. manifest: skipped when the key of all its inputs (parts, labels, seed) is the last run's and the
+   outputs are as that run left them. Otherwise our split is computed over narrow usable rows (see
+   split.py), then each part, joined with the labels and splits of its id range and sorted within it,
+   is streamed into the manifest in fixed-size row groups: same input, same bytes, whatever the
+   chunking or the history. Parts no run lists any more are deleted last.
 """
 
 import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,17 +33,23 @@ from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
-from pipeline.labels import build_labels, read_annotation
+from pipeline.labels import build_labels, list_label_files, official_name, read_annotation
 from pipeline.schema import BOX, MANIFEST_SCHEMA, USABLE_STATUSES
 from pipeline.split import register_split_hash, split_sql
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file
 
 IMAGE_DIR, ANNOTATION_DIR = "JPEGImage", "Annotation"
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
+IMAGE_SUFFIXES = (b".jpg", b".jpeg")
+SCAN_BATCH = 65_536
+"""File names gathered as Python bytes before they move into a numpy array."""
 ROW_GROUP_SIZE = 65_536
-DUCKDB_MEMORY_LIMIT = "1GB"
-CHUNK_FORMAT = 1
-"""Bump when the chunk files' content changes, so old markers stop matching."""
+RANGE_ROW_GROUP = 16_384
+"""Row group of the labels and splits files, sorted by id: a chunk's id range reads one or two."""
+DUCKDB_MEMORY_LIMIT = "256MB"
+FORMAT = 2
+"""Bump when a part's, the labels' or the manifest's content changes for the same inputs: every key
+holds it, so nothing an older version wrote is reused."""
+CHANGES = ("added", "changed", "removed", "unchanged", "validated")
 
 STATUS_PRIORITY = ("no_image", "duplicate_id", "empty", "not_jpeg", "too_large", "corrupt", "truncated",
                    "no_label", "label_conflict", "unknown_class", "bad_xml")
@@ -41,28 +57,55 @@ STATUS_PRIORITY = ("no_image", "duplicate_id", "empty", "not_jpeg", "too_large",
 unreadable image outranks label trouble, which outranks annotation trouble."""
 
 PROBLEM = pa.struct([("status", pa.string()), ("error", pa.string())])
+FILE_FIELDS = ("id", "path", "bytes", "checksum", "width", "height", "mode", "phash", "files", "mtime_ns",
+               "file_problems")
+"""What validating an id's files gives: reused by a later run while files, bytes and mtime_ns match."""
 CHUNK_SCHEMA = pa.schema([
     *[MANIFEST_SCHEMA.field(n) for n in ("id", "path", "bytes", "checksum", "width", "height", "mode",
                                          "phash")],
+    ("files", pa.list_(pa.string())),  # every file name of the id; the first one is `path`
+    ("mtime_ns", pa.int64()),  # of `path` when it was validated
+    ("file_problems", pa.list_(PROBLEM)),  # duplicate id, validation
     ("boxes", pa.list_(BOX)),
     ("has_xml", pa.bool_()),
-    ("problems", pa.list_(PROBLEM)),
+    ("xml_problems", pa.list_(PROBLEM)),
 ])
 
 
-def list_images(raw: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """(id, file names) for every JPEG under JPEGImage/, sorted by id; names only, no stat calls."""
-    with os.scandir(Path(raw) / IMAGE_DIR) as it:
-        names = [e.name for e in it if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
-    names.sort(key=lambda n: (os.path.splitext(n)[0], n))
-    grouped: list[tuple[str, tuple[str, ...]]] = []
-    for name in names:
-        image_id = os.path.splitext(name)[0]
-        if grouped and grouped[-1][0] == image_id:
-            grouped[-1] = (image_id, grouped[-1][1] + (name,))
-        else:
-            grouped.append((image_id, (name,)))
-    return grouped
+def _key(inputs) -> str:
+    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=16).hexdigest()
+
+
+def image_id(name: str) -> str:
+    return os.path.splitext(name)[0]
+
+
+def list_images(raw: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every JPEG under JPEGImage/: the file names (bytes) sorted by (id, name), and the index where each
+    id's names start. A bytes array holds a name in its length (~13 bytes); a str in a list takes ~80."""
+    batches = list(_scan(Path(raw) / IMAGE_DIR))
+    names = np.concatenate([names for names, _ in batches])
+    ids = np.concatenate([ids for _, ids in batches])
+    del batches
+    order = np.lexsort((names, ids))
+    names, ids = names[order], ids[order]
+    starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    return names, np.concatenate([[0], starts]) if len(names) else starts
+
+
+def _scan(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(names, ids) of the JPEGs in folder as bytes arrays, a batch at a time: names only, no stat calls."""
+    names, ids = [], []
+    with os.scandir(os.fsencode(folder)) as entries:
+        for entry in entries:
+            stem, suffix = os.path.splitext(entry.name)
+            if suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+                names.append(entry.name)
+                ids.append(stem)
+                if len(names) == SCAN_BATCH:
+                    yield np.array(names), np.array(ids)
+                    names, ids = [], []
+    yield np.array(names, dtype=bytes), np.array(ids, dtype=bytes)
 
 
 def list_annotations(raw: Path) -> dict[str, str]:
@@ -77,85 +120,198 @@ def list_annotations(raw: Path) -> dict[str, str]:
     return found
 
 
-def chunk_key(task: dict) -> str:
-    """Hash of everything a chunk's output depends on: its ids, file names, XML names and settings."""
-    inputs = [CHUNK_FORMAT, task["raw"], task["entries"], task["xmls"], task["max_pixels"]]
-    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=16).hexdigest()
+def chunk_tasks(raw: Path, work: Path, names: np.ndarray, starts: np.ndarray, xmls: dict, last_parts: list,
+                *, chunk_size: int, max_pixels: int) -> Iterator[dict]:
+    """One task per chunk_size ids, made only when the pool takes it; each gets the last run's parts
+    that overlap its id range."""
+    bounds = np.append(starts[::chunk_size], len(names))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        files = [os.fsdecode(n) for n in names[lo:hi].tolist()]
+        first, last = image_id(files[0]), image_id(files[-1])
+        yield {"raw": str(raw), "work": str(work), "files": files, "max_pixels": max_pixels,
+               "xmls": {i: xmls[i] for i in map(image_id, files) if i in xmls},
+               "last_parts": [p for p in last_parts if p["first"] <= last and p["last"] >= first]}
 
 
-def chunk_paths(work: Path, index: int) -> tuple[Path, Path]:
-    return work / f"images-{index:06d}.parquet", work / f"images-{index:06d}.json"
+def part_path(work: Path, key: str) -> Path:
+    return Path(work) / f"images-{key}.parquet"
 
 
-def is_done(task: dict) -> bool:
-    marker = chunk_paths(Path(task["work"]), task["index"])[1]
-    try:
-        return json.loads(marker.read_text())["key"] == chunk_key(task)
-    except (OSError, ValueError, KeyError):
-        return False
+def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[dict]:
+    """Per id of a chunk: its file names, the first file's size and mtime_ns, its XML's name and
+    [size, mtime_ns]."""
+    entries = []
+    for i, group in _group_by_id(files):
+        image = os.stat(raw / IMAGE_DIR / group[0])
+        xml = xmls.get(i)
+        xml_stat = os.stat(raw / ANNOTATION_DIR / xml) if xml else None
+        entries.append({"id": i, "files": group, "size": image.st_size, "mtime_ns": image.st_mtime_ns,
+                        "xml": xml, "xml_stat": xml_stat and [xml_stat.st_size, xml_stat.st_mtime_ns]})
+    return entries
 
 
-def image_row(raw: Path, image_id: str, names: tuple[str, ...], xml: str | None, max_pixels: int) -> dict:
-    """One chunk row: the first file's facts, its boxes, and every problem found (unranked)."""
-    path = f"{IMAGE_DIR}/{names[0]}"
-    facts = inspect_file(raw / path, max_pixels=max_pixels)
-    problems = []
-    if len(names) > 1:
-        listed = ", ".join(f"{IMAGE_DIR}/{n}" for n in names)
-        error = f"{len(names)} files share id {image_id}: {listed}"
-        problems.append({"status": "duplicate_id", "error": error})
-    if facts["status"] != "ok":
-        problems.append({"status": facts["status"], "error": f"{path}: {facts['error']}"})
-    boxes = []
-    if xml is not None:
-        boxes, xml_problems = read_annotation(raw / ANNOTATION_DIR / xml, raw)
-        problems += xml_problems
-    keep = ("bytes", "checksum", "width", "height", "mode", "phash")
-    return {"id": image_id, "path": path, **{k: facts[k] for k in keep}, "boxes": boxes,
-            "has_xml": xml is not None, "problems": problems}
+def _group_by_id(files: list[str]) -> list[tuple[str, list[str]]]:
+    grouped: list[tuple[str, list[str]]] = []
+    for name in files:
+        if grouped and grouped[-1][0] == image_id(name):
+            grouped[-1][1].append(name)
+        else:
+            grouped.append((image_id(name), [name]))
+    return grouped
+
+
+def chunk_key(task: dict, entries: list[dict]) -> str:
+    """Hash of everything a part depends on: settings, ids, file names, sizes and mtimes, XMLs."""
+    return _key([FORMAT, task["raw"], task["max_pixels"], entries])
 
 
 def ingest_chunk(task: dict) -> dict:
-    """Validate one chunk of images; write its Parquet part, then its marker (last, so it means 'done')."""
+    """Make one chunk's part unless it exists; return its key and id range and how its ids changed since
+    the last run (added, changed, unchanged; validated: how many were validated now)."""
     raw, work = Path(task["raw"]), Path(task["work"])
-    rows = [image_row(raw, i, tuple(names), task["xmls"].get(i), task["max_pixels"])
-            for i, names in task["entries"]]
-    part, marker = chunk_paths(work, task["index"])
-    write_parquet(part, pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA))
-    statuses = Counter(p["status"] for r in rows for p in r["problems"][:1])
-    write_json(marker, {"key": chunk_key(task), "count": len(rows),
-                        "problems": dict(sorted(statuses.items()))})
-    return {"index": task["index"], "count": len(rows)}
+    entries = stat_entries(raw, task["files"], task["xmls"])
+    key = chunk_key(task, entries)
+    part = {"key": key, "first": entries[0]["id"], "last": entries[-1]["id"], "count": len(entries)}
+    if any(p["key"] == key for p in task["last_parts"]):
+        return {**part, "done": True, "unchanged": len(entries)}
+    done = part_path(work, key).exists()
+    last_rows = read_last_rows(work, task["last_parts"], part["first"], part["last"])
+    fresh = [e for e in entries if not same_files(last_rows.get(e["id"]), e)]
+    if not done:
+        write_parquet(part_path(work, key), chunk_table(raw, entries, last_rows, task["max_pixels"]))
+    changed = sum(e["id"] in last_rows for e in fresh)
+    return {**part, "done": done, "added": len(fresh) - changed, "changed": changed,
+            "unchanged": len(entries) - len(fresh), "validated": 0 if done else len(fresh)}
 
 
-def make_tasks(raw: Path, work: Path, entries, xmls: dict, chunk_size: int, max_pixels: int) -> list[dict]:
-    tasks = []
-    for index, start in enumerate(range(0, len(entries), chunk_size)):
-        chunk = [[i, list(names)] for i, names in entries[start:start + chunk_size]]
-        tasks.append({"raw": str(raw), "work": str(work), "index": index, "entries": chunk,
-                      "xmls": {i: xmls[i] for i, _ in chunk if i in xmls}, "max_pixels": max_pixels})
-    return tasks
+def read_last_rows(work: Path, last_parts: list[dict], first: str, last: str) -> dict[str, dict]:
+    """id -> the last run's file facts, for the ids from first to last (a part gone missing counts as
+    never made: its ids are validated again)."""
+    rows = {}
+    for p in last_parts:
+        try:
+            table = pq.read_table(part_path(work, p["key"]), columns=list(FILE_FIELDS),
+                                  filters=[("id", ">=", first), ("id", "<=", last)])
+        except FileNotFoundError:
+            continue
+        rows.update((r["id"], r) for r in table.to_pylist())
+    return rows
+
+
+def same_files(row: dict | None, entry: dict) -> bool:
+    return row is not None and (row["files"], row["bytes"], row["mtime_ns"]) == \
+        (entry["files"], entry["size"], entry["mtime_ns"])
+
+
+def chunk_table(raw: Path, entries: list[dict], last_rows: dict[str, dict], max_pixels: int) -> pa.Table:
+    """The part's rows: file facts reused where the files match the last run's, else validated; XMLs
+    parsed again (they are few and small)."""
+    rows = []
+    for e in entries:
+        last = last_rows.get(e["id"])
+        facts = last if same_files(last, e) else validate_files(raw, e, max_pixels)
+        rows.append({**facts, **annotation_facts(raw, e["xml"])})
+    return pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
+
+
+def validate_files(raw: Path, entry: dict, max_pixels: int) -> dict:
+    """The first file's facts and every problem of the id's files (unranked)."""
+    files, image = entry["files"], entry["id"]
+    path = f"{IMAGE_DIR}/{files[0]}"
+    facts = inspect_file(raw / path, max_pixels=max_pixels)
+    problems = []
+    if len(files) > 1:
+        listed = ", ".join(f"{IMAGE_DIR}/{n}" for n in files)
+        problems.append({"status": "duplicate_id", "error": f"{len(files)} files share id {image}: {listed}"})
+    if facts["status"] != "ok":
+        problems.append({"status": facts["status"], "error": f"{path}: {facts['error']}"})
+    keep = ("bytes", "checksum", "width", "height", "mode", "phash")
+    return {"id": image, "path": path, **{k: facts[k] for k in keep}, "files": files,
+            "mtime_ns": entry["mtime_ns"], "file_problems": problems}
+
+
+def annotation_facts(raw: Path, xml: str | None) -> dict:
+    boxes, problems = read_annotation(raw / ANNOTATION_DIR / xml, raw) if xml else ([], [])
+    return {"boxes": boxes, "has_xml": xml is not None, "xml_problems": problems}
+
+
+def ingest_images(raw: Path, work: Path, last_parts: list[dict], *, chunk_size: int, max_pixels: int,
+                  workers, scheduler) -> tuple[list[dict], dict]:
+    """Run every chunk task; return the parts (key, first, last, count) in id order and the change counts."""
+    names, starts = list_images(raw)
+    tasks = chunk_tasks(raw, work, names, starts, list_annotations(raw), last_parts, chunk_size=chunk_size,
+                        max_pixels=max_pixels)
+    results = list(run_tasks(ingest_chunk, tasks, workers=workers, scheduler=scheduler, desc="ingest",
+                             total=len(starts)))
+    parts = sorted(({k: r[k] for k in ("key", "first", "last", "count")} for r in results),
+                   key=lambda p: p["first"])
+    changes = Counter({k: 0 for k in CHANGES})
+    for r in results:
+        changes.update({k: r.get(k, 0) for k in CHANGES})
+    # Every id the last run had and still present is counted once as changed or unchanged.
+    changes["removed"] = sum(p["count"] for p in last_parts) - changes["changed"] - changes["unchanged"]
+    return parts, {**changes, "chunks_done_before": sum(r["done"] for r in results)}
+
+
+def labels_part(raw: Path, work: Path, con: duckdb.DuckDBPyConnection) -> Path:
+    """`_ingest/labels-<key>.parquet`, keyed by the label files' names, sizes and mtimes; built if missing."""
+    stats = [[f.relative_to(raw).as_posix(), s.st_size, s.st_mtime_ns]
+             for f in list_label_files(raw) for s in [f.stat()]]
+    path = work / f"labels-{_key([FORMAT, str(raw), stats])}.parquet"
+    if not path.exists():
+        build_labels(raw, path, con=con, row_group_size=RANGE_ROW_GROUP)
+    return path
 
 
 EMPTY_IMAGES = """(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS path, NULL::BIGINT AS bytes,
     NULL::VARCHAR AS checksum, NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS mode,
     NULL::UBIGINT AS phash,
     NULL::STRUCT(cls VARCHAR, xmin FLOAT, ymin FLOAT, xmax FLOAT, ymax FLOAT)[] AS boxes,
-    NULL::BOOLEAN AS has_xml, NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS problems WHERE false)"""
+    NULL::BOOLEAN AS has_xml, NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS file_problems,
+    NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS xml_problems WHERE false)"""
 """The images relation when JPEGImage/ is empty: every label row then becomes a no_image row."""
 
 
 def _sql_list(items) -> str:
-    return "[" + ", ".join("'" + str(i).replace("'", "''") + "'" for i in items) + "]"
+    return "[" + ", ".join(_sql_text(i) for i in items) + "]"
 
 
-def manifest_query(parts: list[Path], labels: Path) -> str:
-    """The manifest rows, sorted by id, with status, error and split (see split.py)."""
-    images = f"read_parquet({_sql_list(parts)})" if parts else EMPTY_IMAGES
+def _sql_text(item) -> str:
+    return "'" + str(item).replace("'", "''") + "'"
+
+
+def _images(work: Path, parts: list[dict]) -> str:
+    return f"read_parquet({_sql_list(part_path(work, p['key']) for p in parts)})" if parts else EMPTY_IMAGES
+
+
+def splits_query(images: str, labels: Path) -> str:
+    """(id, split) of the usable rows, sorted by id: those with an image and a label row and no problem
+    at all, which is what a status in USABLE_STATUSES means. Narrow rows, so the global sort is small."""
+    usable = f"""(SELECT l.id, {", ".join(f"l.{c}" for c in CLASSES)}
+        FROM {images} i JOIN read_parquet({_sql_text(labels)}) l ON i.id = l.id
+        WHERE len(i.file_problems) = 0 AND len(i.xml_problems) = 0 AND len(l.problems) = 0)"""
+    return f"{split_sql(usable)} ORDER BY id"
+
+
+def range_queries(work: Path, parts: list[dict], labels: Path, splits: Path) -> Iterator[str]:
+    """The manifest's rows as one query per part, in id order. A part's range runs from its first id to
+    the next part's (the first range opens low, the last high), so a label row without an image lands
+    in the range where it sorts."""
+    bounds = [None] + [p["first"] for p in parts[1:]] + [None]
+    for k, part in enumerate(parts or [None]):
+        images = _images(work, [part]) if part else EMPTY_IMAGES
+        yield manifest_query(images, labels, splits, bounds[k], bounds[k + 1])
+
+
+def manifest_query(images: str, labels: Path, splits: Path, low: str | None, high: str | None) -> str:
+    """Manifest rows of the ids in [low, high), sorted by id, with status, error and split."""
+    in_range = " AND ".join([f"id >= {_sql_text(low)}"] * (low is not None)
+                            + [f"id < {_sql_text(high)}"] * (high is not None)) or "true"
     positive = " OR ".join(f"l.{c} = 1" for c in CLASSES)
     labelled = ", ".join(f"l.{c}" for c in CLASSES)
     return f"""
-        WITH joined AS (
+        WITH l AS (SELECT * FROM read_parquet({_sql_text(labels)}) WHERE {in_range}),
+        joined AS (
             SELECT coalesce(i.id, l.id) AS id, i.path, i.bytes, i.checksum, i.width, i.height, i.mode,
                    i.phash, {labelled},
                    CAST(CASE WHEN l.hammer = 1 OR list_contains(list_transform(i.boxes, lambda b: b.cls),
@@ -165,13 +321,13 @@ def manifest_query(parts: list[Path], labels: Path) -> str:
                    list_concat(
                        CASE WHEN i.id IS NULL THEN [{{'status': 'no_image', 'error': 'labelled in ' ||
                             array_to_string(l.official, ', ') || ' but no {IMAGE_DIR}/' || l.id || '.jpg'}}]
-                            ELSE i.problems END,
+                            ELSE list_concat(i.file_problems, i.xml_problems) END,
                        CASE WHEN l.id IS NULL THEN [{{'status': 'no_label',
                             'error': i.path || ': no label file under ImageSet/ names ' || i.id}}]
                             ELSE l.problems END) AS problems,
                    coalesce({positive}, false) AND len(coalesce(i.boxes, [])) = 0 AS boxless,
                    i.has_xml
-            FROM {images} i FULL OUTER JOIN read_parquet({_sql_list([labels])}) l ON i.id = l.id
+            FROM {images} i FULL OUTER JOIN l ON i.id = l.id
         ),
         ranked AS (
             SELECT *, list_sort(list_transform(problems, lambda p: {{'rank': list_position(
@@ -188,72 +344,124 @@ def manifest_query(parts: list[Path], labels: Path) -> str:
                         WHEN boxless THEN 'positive without {ANNOTATION_DIR}/' || id || '.xml' END AS error
             FROM ranked
         )
-        {split_sql("statused", USABLE_STATUSES)}
-        ORDER BY id
+        SELECT statused.*, s.split FROM statused
+        LEFT JOIN (SELECT * FROM read_parquet({_sql_text(splits)}) WHERE {in_range}) s ON statused.id = s.id
+        ORDER BY statused.id
     """
 
 
-def write_manifest(con: duckdb.DuckDBPyConnection, query: str, path: Path, raw: Path) -> None:
-    """Stream the query into Parquet in fixed-size row groups (deterministic bytes), atomically."""
+def write_manifest(con: duckdb.DuckDBPyConnection, work: Path, parts: list[dict], labels: Path,
+                   path: Path, raw: Path) -> None:
+    """Compute the splits, then stream the per-range queries into the manifest, atomically."""
+    splits = work / "splits.parquet"
+    with atomic_path(splits) as tmp:
+        con.execute(f"COPY ({splits_query(_images(work, parts), labels)}) TO {_sql_text(tmp)} "
+                    f"(FORMAT parquet, ROW_GROUP_SIZE {RANGE_ROW_GROUP})")
+    batches = (batch for query in range_queries(work, parts, labels, splits)
+               for batch in con.sql(query).to_arrow_reader(ROW_GROUP_SIZE))
+    write_row_groups(batches, path, raw)
+    splits.unlink()
+
+
+def write_row_groups(batches: Iterator[pa.RecordBatch], path: Path, raw: Path) -> None:
+    """Write the batches as Parquet in fixed-size row groups, whatever the batches' sizes (so the bytes
+    depend only on the rows), atomically."""
     schema = MANIFEST_SCHEMA.with_metadata({"raw_root": str(raw)})
-    reader = con.sql(query).to_arrow_reader(ROW_GROUP_SIZE)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        buffer: list[pa.RecordBatch] = []  # rows read but not yet written, fewer than a row group
-        for batch in reader:
-            buffer.append(batch)
-            while sum(len(b) for b in buffer) >= ROW_GROUP_SIZE:
-                table = pa.Table.from_batches(buffer)
-                writer.write_table(_conform(table.slice(0, ROW_GROUP_SIZE), schema))
-                buffer = table.slice(ROW_GROUP_SIZE).to_batches()
-        tail = pa.Table.from_batches(buffer, schema=reader.schema)
-        if len(tail):
-            writer.write_table(_conform(tail, schema))
+        pending = MANIFEST_SCHEMA.empty_table()  # rows read but not yet written, fewer than a row group
+        for batch in batches:
+            pending = pa.concat_tables([pending, _conform(pa.Table.from_batches([batch]))])
+            while len(pending) >= ROW_GROUP_SIZE:
+                writer.write_table(pending.slice(0, ROW_GROUP_SIZE))
+                pending = pending.slice(ROW_GROUP_SIZE)
+        if len(pending):
+            writer.write_table(pending)
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    return table.select(schema.names).cast(schema)
+def _conform(table: pa.Table) -> pa.Table:
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
 def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler=None,
            chunk_size: int = 10_000, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """Ingest `raw` into `out_dir/manifest.parquet` and `manifest.summary.json`; return the summary.
+    """Ingest `raw` into `out_dir/manifest.parquet` and `manifest.summary.json`; return the summary, the
+    change counts since the last run (CHANGES), chunks_done_before and manifest_written.
 
-    Resumes: finished image chunks (marker matches) are skipped. Raises FileNotFoundError if `raw` has
-    no JPEGImage/ folder; every per-image problem is a status, never an exception.
+    Incremental and resumable (see the module doc). Raises FileNotFoundError if `raw` has no JPEGImage/
+    folder; every per-image problem is a status, never an exception.
     """
     raw, out_dir = Path(raw).resolve(), Path(out_dir)
     if not (raw / IMAGE_DIR).is_dir():
         raise FileNotFoundError(f"{raw}: no {IMAGE_DIR}/ folder; is this a SIXray raw root?")
     work = out_dir / "_ingest"
     remove_stale_temp(out_dir, work)
-    tasks = make_tasks(raw, work, list_images(raw), list_annotations(raw), chunk_size, max_pixels)
-    pending = [t for t in tasks if not is_done(t)]
-    for _ in run_tasks(ingest_chunk, pending, workers=workers, scheduler=scheduler, desc="ingest",
-                       total=sum(len(t["entries"]) for t in pending)):
-        pass
-    # Spill to disk rather than grow: labels, join and sort over the full 1.06M ids ran in 500 MB.
-    con = spilling_connection(work / "duckdb-spill", DUCKDB_MEMORY_LIMIT)
-    labels = build_labels(raw, work / "labels.parquet", con=con)
-    parts = [chunk_paths(work, t["index"])[0] for t in tasks]
-    query = manifest_query(parts, work / "labels.parquet")
-    register_split_hash(con, seed)
-    write_manifest(con, query, out_dir / "manifest.parquet", raw)
-    summary = summarise(con, out_dir / "manifest.parquet", seed, labels["label_files"])
-    write_json(out_dir / "manifest.summary.json", summary)
-    return {**summary, "chunks_done_before": len(tasks) - len(pending)}
+    settings = {"format": FORMAT, "raw": str(raw), "max_pixels": max_pixels}
+    last_run = read_state(work, settings)
+    parts, changes = ingest_images(raw, work, last_run["parts"], chunk_size=chunk_size, max_pixels=max_pixels,
+                                   workers=workers, scheduler=scheduler)
+    manifest_key, labels, written = make_manifest(raw, out_dir, work, parts, seed, last_run)
+    write_json(work / "state.json", {"settings": settings, "parts": parts, "manifest_key": manifest_key,
+                                     "outputs": output_stats(out_dir)})
+    remove_unused(work, {part_path(work, p["key"]).name for p in parts} | {labels.name})
+    summary = json.loads((out_dir / "manifest.summary.json").read_text())
+    return {**summary, **changes, "manifest_written": written}
+
+
+def make_manifest(raw: Path, out_dir: Path, work: Path, parts: list[dict], seed: int,
+                  last_run: dict) -> tuple[str, Path, bool]:
+    """Write the manifest and its summary unless the last run wrote them from the same inputs and they
+    are as it left them; return the manifest key, the labels part and whether they were written."""
+    # Spill to disk rather than grow: labels, splits and the per-range joins stay bounded at 1.06M ids.
+    with spilling_connection(work / "duckdb-spill", DUCKDB_MEMORY_LIMIT) as con:
+        labels = labels_part(raw, work, con)
+        key = _key([FORMAT, seed, str(raw), [p["key"] for p in parts], labels.name])
+        if key == last_run.get("manifest_key") and output_stats(out_dir) == last_run.get("outputs"):
+            return key, labels, False
+        register_split_hash(con, seed)
+        write_manifest(con, work, parts, labels, out_dir / "manifest.parquet", raw)
+        label_files = [official_name(raw, f) for f in list_label_files(raw)]
+        write_json(out_dir / "manifest.summary.json", summarise(con, out_dir / "manifest.parquet", seed,
+                                                                label_files))
+    return key, labels, True
+
+
+def read_state(work: Path, settings: dict) -> dict:
+    """What the last successful run's manifest was made from, if that run had these settings."""
+    try:
+        state = json.loads((work / "state.json").read_text())
+    except (OSError, ValueError):
+        return {"parts": []}
+    return state if state.get("settings") == settings else {"parts": []}
+
+
+def output_stats(out_dir: Path) -> list | None:
+    """(size, mtime_ns) of the manifest and its summary, None if either is missing: a rerun rewrites
+    outputs someone replaced or deleted."""
+    try:
+        return [[s.st_size, s.st_mtime_ns] for name in ("manifest.parquet", "manifest.summary.json")
+                for s in [(out_dir / name).stat()]]
+    except FileNotFoundError:
+        return None
+
+
+def remove_unused(work: Path, keep: set[str]) -> None:
+    """Delete the parts and labels the current state does not list (and older versions' chunk files)."""
+    for pattern in ("images-*", "labels*.parquet"):
+        for path in work.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
 
 def remove_stale_temp(out_dir: Path, work: Path) -> None:
     """Delete temp files a killed run left (atomic writers clean up after errors, not after SIGKILL)."""
-    for pattern in (".manifest.*.tmp-*", ".images-*.tmp-*", ".labels.parquet.tmp-*"):
-        for folder in (out_dir, work):
-            for stale in folder.glob(pattern):
-                stale.unlink(missing_ok=True)
+    for folder, pattern in ((out_dir, ".manifest.*.tmp-*"), (work, ".*.tmp-*")):
+        for stale in folder.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_files: list[str]) -> dict:
     """Counts per status and split: small, deterministic (no timings), written after the manifest."""
-    rows = con.execute(f"SELECT status, split, count(*) FROM read_parquet('{manifest}') "
+    rows = con.execute(f"SELECT status, split, count(*) FROM read_parquet({_sql_text(manifest)}) "
                        "GROUP BY ALL ORDER BY ALL").fetchall()
     by_status, by_split = Counter(), Counter()
     for status, split, n in rows:

@@ -137,7 +137,8 @@ def _rare_exprs(cls: str) -> dict[str, str]:
 
 
 def labels_query(raw: Path, files: list[Path]) -> str:
-    """SQL giving one row per labelled id: official files, class labels, difficult list, problems.
+    """SQL giving one row per labelled id, sorted by id: official files, class labels, difficult list,
+    problems.
 
     The million-group aggregation keeps only fixed-size states (file bit masks, min/max codes, flags),
     which duckdb spills under its memory limit; list states cannot spill, so the messages about
@@ -181,17 +182,20 @@ def labels_query(raw: Path, files: list[Path]) -> str:
                    CASE WHEN unknown <> '' THEN {{'status': 'unknown_class',
                        'error': 'unknown class marked present: ' || unknown}} END
                ], lambda x: x IS NOT NULL) AS problems
-        FROM merged
+        FROM merged ORDER BY id
     """
 
 
-def build_labels(raw: Path, out_path: Path, *, con: duckdb.DuckDBPyConnection | None = None) -> dict:
-    """Write the labels Parquet (one row per id named in any label file) atomically; return a summary."""
+def build_labels(raw: Path, out_path: Path, *, con: duckdb.DuckDBPyConnection | None = None,
+                 row_group_size: int = 122_880) -> dict:
+    """Write the labels Parquet (one row per id named in any label file, sorted by id) atomically;
+    return a summary. Small row groups let a reader of an id range skip the others."""
     raw = Path(raw).resolve()
     files = list_label_files(raw)
     con = con or duckdb.connect()
     with atomic_path(out_path) as tmp:
-        con.execute(f"COPY ({labels_query(raw, files)}) TO {_quote(str(tmp))} (FORMAT parquet)")
+        con.execute(f"COPY ({labels_query(raw, files)}) TO {_quote(str(tmp))} "
+                    f"(FORMAT parquet, ROW_GROUP_SIZE {row_group_size})")
     count = con.execute(f"SELECT count(*) FROM read_parquet({_quote(str(out_path))})").fetchall()[0][0]
     return {"label_files": [official_name(raw, f) for f in files], "labelled_ids": count}
 

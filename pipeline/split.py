@@ -30,23 +30,22 @@ def register_split_hash(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     con.create_function("split_hash", split_hash, ["VARCHAR"], "UBIGINT", type="arrow")
 
 
-def split_sql(relation: str, usable_statuses) -> str:
-    """SELECT over `relation` (columns id, status and the CLASSES) adding a `split` column, null where
-    the status is not usable. Needs register_split_hash on the connection."""
-    usable = "status IN (" + ", ".join(f"'{s}'" for s in usable_statuses) + ")"
+def split_sql(relation: str) -> str:
+    """SELECT id, split over `relation`, the usable rows only (columns id and the CLASSES): narrow rows,
+    so the one global sort this rule needs stays small. Needs register_split_hash on the connection."""
     order = ", ".join(CLASSES) + ", split_hash(id), id"
-    position = f"row_number() OVER (PARTITION BY {usable} ORDER BY {order}) - 1"
-    return (f"SELECT *, CASE WHEN {usable} THEN CASE WHEN ({position}) % {TEST_EVERY} = {TEST_EVERY - 1} "
-            f"THEN 'test' ELSE 'train' END END AS split FROM {relation}")
+    position = f"row_number() OVER (ORDER BY {order}) - 1"
+    test = f"({position}) % {TEST_EVERY} = {TEST_EVERY - 1}"
+    return f"SELECT id, CASE WHEN {test} THEN 'test' ELSE 'train' END AS split FROM {relation}"
 
 
 def assign_splits(ids: list[str], labels: list[tuple[int, ...]], seed: int) -> list[str]:
     """The split of each id given its 5-class presence vector: the same SQL the manifest uses."""
-    table = pa.table({"id": ids, "status": ["ok"] * len(ids),
-                      **{c: pa.array([row[k] for row in labels], pa.int8()) for k, c in enumerate(CLASSES)}})
+    classes = {c: pa.array([row[k] for row in labels], pa.int8()) for k, c in enumerate(CLASSES)}
+    table = pa.table({"id": ids, **classes})
     con = duckdb.connect()
     register_split_hash(con, seed)
     con.register("split_input", table)
-    rows = con.execute(f"SELECT id, split FROM ({split_sql('split_input', ('ok',))})").fetchall()
+    rows = con.execute(f"SELECT id, split FROM ({split_sql('split_input')})").fetchall()
     by_id = dict(rows)
     return [by_id[i] for i in ids]

@@ -109,11 +109,11 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path):
            "--out", str(killed), "--workers", "1", "--chunk-size", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while len(list((killed / "_ingest").glob("images-*.json"))) < 3 and time.monotonic() < deadline:
+    while len(list((killed / "_ingest").glob("images-*.parquet"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    done = len(list((killed / "_ingest").glob("images-*.json")))
+    done = len(list((killed / "_ingest").glob("images-*.parquet")))
     assert 3 <= done < 60 and not (killed / "manifest.parquet").exists(), "killed mid-run"
     resumed = ingest(raw, killed, workers=2, chunk_size=10)
     assert resumed["chunks_done_before"] == done
@@ -127,7 +127,7 @@ def test_disk_full_mid_write_keeps_earlier_outputs(tmp_path, monkeypatch):
     out = tmp_path / "out"
     ingest(raw, out, workers=1, chunk_size=4)
     before = output_bytes(out)
-    untouched = {p: p.read_bytes() for p in sorted((out / "_ingest").glob("images-00000[01].*"))}
+    untouched = {p: p.read_bytes() for p in sorted((out / "_ingest").glob("*.*"))}
     (raw / "JPEGImage" / "N0000009.jpg").write_bytes((raw / "JPEGImage" / "N0000001.jpg").read_bytes())
 
     def disk_full(*args, **kwargs):
@@ -143,7 +143,8 @@ def test_disk_full_mid_write_keeps_earlier_outputs(tmp_path, monkeypatch):
             ingest(raw, out, workers=1, chunk_size=4)
     assert output_bytes(out) == before, "the previous manifest is intact"
     assert not list(out.rglob(".*.tmp-*")), "no temp files left behind"
-    assert len(untouched) == 4 and all(p.read_bytes() == data for p, data in untouched.items())
+    assert len(untouched) == 5, "3 parts, labels, state"
+    assert all(p.read_bytes() == data for p, data in untouched.items()), "the last run's files are intact"
     ingest(raw, out, workers=1, chunk_size=4)
     assert "N0000009" in manifest_rows(out)
 
