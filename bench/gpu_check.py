@@ -324,7 +324,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
-    def step(self, batch) -> float:
+    def step(self, batch) -> torch.Tensor:
         images = batch.images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -335,21 +335,26 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.item()  # model/train.py's progress bar reads the loss every step (a sync)
+        # No loss.item() per step: the loop reads the loss per step only for a live progress bar on a
+        # terminal; in a logged run the device runs ahead of the host, as here.
+        return loss.detach()
 
     def time(self, batches, warmup: int, seconds: float) -> dict:
         for _ in range(warmup):
             self.step(next(batches))
         sync(self.device)
         images, steps, t0 = 0, 0, time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
         while time.perf_counter() - t0 < seconds or steps < 2:
             batch = next(batches)
-            self.step(batch)
+            loss_sum += self.step(batch)
             images += len(batch.ids)
             steps += 1
+        mean_loss = loss_sum.item() / steps  # waits for the queued steps, like the loop's epoch end
         sync(self.device)
         elapsed = time.perf_counter() - t0
-        return {"images_per_s": round(images / elapsed, 1), "steps": steps, "seconds": round(elapsed, 2)}
+        return {"images_per_s": round(images / elapsed, 1), "steps": steps, "seconds": round(elapsed, 2),
+                "mean_loss": round(mean_loss, 4)}
 
 
 def fixed_batch(args, device: torch.device) -> data.Batch:
