@@ -26,7 +26,8 @@ loader, which on this small set would time the restart rather than the decoding.
 
 The full run is sized for about 3-4 minutes (8 at most) on one H100/H200 with 16 cores: 600 positives
 + 6,000 negatives at real size, resnet50 CHR, batch 64. Data lands in
-<work>/p<positives>-n<negatives>-f<size factor>-s<seed>/ (raw/, manifests/, shards-<shard size>/).
+<work>/p<positives>-n<negatives>-f<size factor>-s<seed>/ (raw/, manifests/, shards-whole/ whose one
+train shard gives the train count, shards-<shard size>/ that the loaders read).
 Without CUDA it runs tiny counts and the tiny backbone on the CPU (--small on a CUDA machine: the same
 on the GPU), measures what it can (the CPU loader, DALI with CPU decoding, training and inference on
 the CPU), says which GPU items it skipped and why, and exits 0. Exit 1 only when a measurement raised
@@ -71,7 +72,7 @@ SMALL = dict(positives=30, negatives=300, size_factor=0.25, backbone="tiny", bat
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="raw/, manifests/, shards/ here")
+    p.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="data folders, one per setting")
     out = os.environ.get("OUT")
     p.add_argument("--json", type=Path, default=Path(out) / "gpu_check.json" if out else None,
                    help="JSON report (default: $OUT/gpu_check.json if $OUT is set, else in --work)")
@@ -163,7 +164,6 @@ def sync(device: torch.device) -> None:
 def make_shards(args, report: Report) -> Path:
     from pipeline.ingest import ingest
     from pipeline.shards import build_shards
-    from pipeline.subsets import SubsetConfig, read_keys, select
     from pipeline.synth import synthesize
 
     started = time.perf_counter()
@@ -175,11 +175,9 @@ def make_shards(args, report: Report) -> Path:
     summary = ingest(raw, manifests, seed=args.seed)
     if summary["bad"]:
         raise RuntimeError(f"ingest found {summary['bad']} unusable rows in {raw}")
-    # One train shard per CPU-loader worker (or a multiple): the selection gives the train count first.
-    keys = read_keys(manifests / "manifest.parquet", SubsetConfig(10, args.seed))
-    selection = select(keys, SubsetConfig(10, args.seed))[1]
-    n_train = selection["train"]["positives"] + selection["train"]["negatives"]
-    shard_size = max(1, math.ceil(n_train / args.workers))
+    # One train shard per CPU-loader worker: a first build in whole-split shards gives the train count.
+    probe = build_shards(manifests, work / "shards-whole", 10, seed=args.seed, shard_size=10**9)
+    shard_size = max(1, math.ceil(probe["train"]["count"] / args.workers))
     out = work / f"shards-{shard_size}"
     result = build_shards(manifests, out, 10, seed=args.seed, shard_size=shard_size)
     shards = out / "sixray10"
