@@ -28,7 +28,8 @@
 # carry: `bash bench/gpu_setup.sh && bench/gpu_check.sh`.
 #
 # Here (with PyPI), `bash bench/gpu_setup.sh build` remakes .whl/ and .whl/parts/ from the pinned
-# versions below (about 10 minutes on 2 cores, most of it xz).
+# versions below (about 10 minutes on 2 cores, most of it xz); the parts then differ from the ones above
+# only in each dist-info/direct_url.json (the local path of the wheels), so SHA256SUMS is remade with them.
 
 _gpu_setup_main() {
   local repo parts site stash
