@@ -1,11 +1,13 @@
 """Backbone registry: each entry gives three feature stages, the last three resolutions (/8, /16, /32).
 
 A backbone is split into `stages` (three nn.Modules applied in turn) so the CHR head sees the
-features at 28x28, 14x14 and 7x7 for a 224 input (inception_v3: 25x25, 12x12, 5x5, since it does not
-pad). `channels` gives each stage's output width. torchvision models are built with weights=None;
-`load_weights` reads a local ImageNet state dict in torchvision's key layout (downloads are impossible).
+features at 28x28, 14x14 and 7x7 for a 224 input (inception_v3 trains at 299: 35x35, 17x17, 8x8, since
+it does not pad). `channels` gives each stage's output width. torchvision models are built with
+weights=None; `load_weights` reads a local ImageNet state dict as torchvision publishes it (downloads are
+impossible), and the backbone applies the input transform those weights expect (inception_v3).
 """
 
+import re
 from pathlib import Path
 
 import torch
@@ -14,8 +16,10 @@ from torch import nn
 
 
 class Backbone(nn.Module):
-    def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int], source: nn.Module):
+    def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int], source: nn.Module,
+                 input_transform: nn.Module | None = None):
         super().__init__()
+        self.input_transform = input_transform or nn.Identity()
         self.stages = nn.ModuleList(stages)
         self.channels = channels
         # The unsplit model, kept outside the module tree (not a submodule) only to load state dicts by
@@ -25,6 +29,7 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the three stage features, lowest level (largest) first."""
         feats = []
+        x = self.input_transform(x)
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
@@ -49,13 +54,25 @@ def _densenet121():
     return Backbone([low, mid, top], (512, 1024, 1024), m)
 
 
+class _InceptionInput(nn.Module):
+    """torchvision's Inception3._transform_input as a layer: Google's weights take inputs scaled to
+    [-1, 1], and the loaders normalise with ImageNet's mean and std, as for every other backbone."""
+
+    def __init__(self, inception: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_transform", inception._transform_input)  # a parameter-free function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._transform(x)
+
+
 def _inception_v3():
-    m = tvm.inception_v3(weights=None, aux_logits=False, init_weights=True)
+    m = tvm.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=True)
     low = nn.Sequential(m.Conv2d_1a_3x3, m.Conv2d_2a_3x3, m.Conv2d_2b_3x3, m.maxpool1, m.Conv2d_3b_1x1,
                         m.Conv2d_4a_3x3, m.maxpool2, m.Mixed_5b, m.Mixed_5c, m.Mixed_5d)
     mid = nn.Sequential(m.Mixed_6a, m.Mixed_6b, m.Mixed_6c, m.Mixed_6d, m.Mixed_6e)
     top = nn.Sequential(m.Mixed_7a, m.Mixed_7b, m.Mixed_7c)
-    return Backbone([low, mid, top], (288, 768, 2048), m)
+    return Backbone([low, mid, top], (288, 768, 2048), m, _InceptionInput(m))
 
 
 def _conv(cin, cout, stride):
@@ -90,29 +107,49 @@ BACKBONES = {
 MIN_INPUT = {"inception_v3": 75}
 """Smallest input side each backbone accepts (inception_v3 has unpadded convolutions)."""
 
+INPUT_SIZES = {"inception_v3": (342, 299, 299)}
+"""(train resize, train crop, test size) where a backbone's ImageNet weights want other than the official
+code's (256, 224, 224): inception_v3 was trained at 299 (342 = 299 x 256 / 224)."""
 
-def build_backbone(name: str) -> Backbone:
+
+def input_sizes(name: str) -> tuple[int, int, int]:
+    return INPUT_SIZES.get(name, (256, 224, 224))
+
+
+def build_backbone(name: str, *, transform_input: bool = True) -> Backbone:
+    """`transform_input=False` drops the backbone's input transform (checkpoints trained without one)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
-    return BACKBONES[name]()
+    backbone = BACKBONES[name]()
+    if not transform_input:
+        backbone.input_transform = nn.Identity()
+    return backbone
 
 
-def load_weights(backbone: Backbone, path: str | Path) -> list[str]:
-    """Load an ImageNet state dict (torchvision key names) into the backbone; return the keys it lacked.
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+"""torchvision's published DenseNet files predate its module names: `norm.1` is now `norm1`
+(the pattern torchvision's own densenet loader applies)."""
 
-    The classifier head of the checkpoint (fc / classifier / AuxLogits) is not part of the backbone and is
-    dropped; any other mismatch is an error naming the file, since a silent partial load would train from
-    a random init without anyone noticing.
+
+def _remap_old_keys(state: dict) -> dict:
+    return {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+def load_weights(backbone: Backbone, path: str | Path) -> None:
+    """Load an ImageNet state dict, as torchvision publishes it, into the backbone.
+
+    The classifier head of the file (fc / classifier / AuxLogits) is not part of the backbone and is
+    dropped; any other missing or unexpected key is an error naming the file, since a partial load would
+    train from a partly random init without anyone noticing.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _remap_old_keys({k.removeprefix("module."): v for k, v in state.items()})
     head = ("fc.", "classifier.", "AuxLogits.")
     state = {k: v for k, v in state.items() if not k.startswith(head)}
-    source = backbone._source_keys
-    missing, unexpected = source.load_state_dict(state, strict=False)
+    missing, unexpected = backbone._source_keys.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
-    if unexpected or len(missing) == len(source.state_dict()):
-        raise ValueError(f"{path}: not a state dict for this backbone (unexpected keys: {unexpected[:5]}, "
-                         f"{len(missing)} missing)")
-    return missing
+    if missing or unexpected:
+        raise ValueError(f"{path}: not a state dict for this backbone ({len(missing)} missing keys, e.g. "
+                         f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})")

@@ -1,61 +1,121 @@
-"""`model` command line: thin click wrappers over model.train.train and model.evaluate."""
+"""`model` command line: thin click wrappers over model.train.train, model.evaluate and model.ablate."""
 
 import os
+from dataclasses import fields
 
 import click
+from click.core import ParameterSource
 
 from model.backbones import BACKBONES
-from model.config import DEFAULT_EPSILON, VARIANTS, ModelConfig, TrainConfig
+from model.config import (
+    LOSS_RULES,
+    NORMALISATIONS,
+    POINTING_FUSE,
+    PRESETS,
+    REFINEMENTS,
+    SELECT_ON,
+    VARIANTS,
+    ModelConfig,
+    TrainConfig,
+)
 
 
 @click.group()
 def main():
-    """CHR training and evaluation."""
+    """CHR training, evaluation and the paper's ablation."""
 
 
-# --- train / eval (model/train.py, model/evaluate.py) ---
+def _options(*decorators):
+    """Several click options as one decorator, applied in the order listed."""
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
 
-_defaults = TrainConfig()
+
+_model, _train = ModelConfig(), TrainConfig()
+
+RECIPE = _options(
+    click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+                 help="official: the authors' code (their refinement, loss rule logit < -20, batch 320, best "
+                      "epoch on test); paper: the paper's text (its literal loss rule, epsilon 0.5). Flags "
+                      "you type override it"),
+    click.option("--refinement", type=click.Choice(REFINEMENTS), default=_model.refinement, show_default=True,
+                 help="official: the authors' block at each stage's width; light: a narrower 1x1+3x3 block"),
+    click.option("--refine-channels", type=int, default=None,
+                 help="light refinement width (default min(128, C))"),
+    click.option("--loss-rule", type=click.Choice(LOSS_RULES), default=_model.loss_rule, show_default=True,
+                 help="negatives the class-balanced loss counts (ch/chr variants; README)"),
+    click.option("--loss-normalisation", type=click.Choice(NORMALISATIONS), default=_model.loss_normalisation,
+                 show_default=True, help="each stage's loss over all terms (mean) or over the counted ones"),
+    click.option("--epsilon", type=float, default=_model.epsilon, show_default=True,
+                 help="threshold of the loss rule on the sigmoid probability"),
+    click.option("--epochs", type=int, default=_train.epochs, show_default=True),
+    click.option("--batch-size", type=int, default=_train.batch_size, show_default=True, help="per process"),
+    click.option("--lr", type=float, default=_train.lr, show_default=True),
+    click.option("--momentum", type=float, default=_train.momentum, show_default=True),
+    click.option("--weight-decay", type=float, default=_train.weight_decay, show_default=True),
+    click.option("--lr-steps", default=",".join(map(str, _train.lr_steps)), show_default=True,
+                 help="comma-separated epochs where the learning rate is multiplied by 0.1"),
+    click.option("--resize", type=int, default=None, help="train resize (default: 256; inception_v3 342)"),
+    click.option("--crop", type=int, default=None, help="train crop (default: 224; inception_v3 299)"),
+    click.option("--test-size", type=int, default=None,
+                 help="test input side (default: 224; inception_v3 299)"),
+    click.option("--shuffle-buffer", type=int, default=_train.shuffle_buffer, show_default=True),
+    click.option("--workers", type=int, default=_train.workers, show_default=True),
+    click.option("--loader", type=click.Choice(["cpu", "dali"]), default=_train.loader, show_default=True),
+    click.option("--device", default=_train.device, show_default=True, help="auto | cpu | cuda | cuda:N"),
+    click.option("--amp/--no-amp", default=None, help="mixed precision (default: on for CUDA)"),
+    click.option("--channels-last/--no-channels-last", default=None, help="(default: on for CUDA)"),
+    click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="local ImageNet state dict for the backbone, as torchvision publishes it"),
+    click.option("--select-on", type=click.Choice(SELECT_ON), default=_train.select_on, show_default=True,
+                 help="split the best epoch is chosen on; test is the authors' (optimistic) choice"),
+    click.option("--val-fraction", type=float, default=_train.val_fraction, show_default=True,
+                 help="share of the train split held out (by id hash) as the val split"),
+    click.option("--pointing-fuse", type=click.Choice(POINTING_FUSE), default=_train.pointing_fuse,
+                 show_default=True,
+                 help="the fused CAM's peak: max across scales (the paper) or of their mean"),
+    click.option("--pointing-tolerance", type=float, default=_train.pointing_tolerance, show_default=True,
+                 help="also count a peak within this many pixels of a box as a hit (Zhang et al.: 15)"),
+)
+"""Flags shared by `train` and `ablate`: everything of a training run but its data, variant and seed."""
+
+_MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+
+
+def recipe(ctx: click.Context, kw: dict) -> tuple[dict, dict]:
+    """(ModelConfig fields, TrainConfig fields) from the flags, the preset filling the untyped ones."""
+    kw = {**kw, "lr_steps": tuple(int(s) for s in kw["lr_steps"].split(",") if s.strip())}
+    preset = dict(PRESETS.get(kw.pop("preset"), {}))
+    if "global_batch" in preset:  # the authors' batch is over all their GPUs: split it over the ranks
+        preset["batch_size"] = max(1, preset.pop("global_batch") // int(os.environ.get("WORLD_SIZE", 1)))
+    for name, value in preset.items():
+        if name in kw and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+            kw[name] = value
+    model = {k: kw.pop(k) for k in list(kw) if k in _MODEL_FIELDS}
+    return model, kw
 
 
 @main.command("train")
-@click.option("--shards", default=_defaults.shards, show_default=True, help="build-shards output folder")
-@click.option("--out", default=_defaults.out, show_default=True, help="run folder")
-@click.option("--backbone", type=click.Choice(list(BACKBONES)), default=ModelConfig.backbone,
-              show_default=True)
-@click.option("--variant", type=click.Choice(VARIANTS), default=ModelConfig.variant, show_default=True)
-@click.option("--epsilon", type=float, default=DEFAULT_EPSILON, show_default=True,
-              help="easy-negative probability threshold of the class-balanced loss")
-@click.option("--refine-channels", type=int, default=None, help="refined feature width (default min(128, C))")
-@click.option("--epochs", type=int, default=_defaults.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_defaults.batch_size, show_default=True, help="per process")
-@click.option("--lr", type=float, default=_defaults.lr, show_default=True)
-@click.option("--momentum", type=float, default=_defaults.momentum, show_default=True)
-@click.option("--weight-decay", type=float, default=_defaults.weight_decay, show_default=True)
-@click.option("--lr-steps", default=",".join(map(str, _defaults.lr_steps)), show_default=True,
-              help="comma-separated epochs where the learning rate is multiplied by 0.1")
-@click.option("--resize", type=int, default=_defaults.resize, show_default=True)
-@click.option("--crop", type=int, default=_defaults.crop, show_default=True)
-@click.option("--test-size", type=int, default=_defaults.test_size, show_default=True)
-@click.option("--shuffle-buffer", type=int, default=_defaults.shuffle_buffer, show_default=True)
-@click.option("--workers", type=int, default=_defaults.workers, show_default=True)
-@click.option("--loader", type=click.Choice(["cpu", "dali"]), default=_defaults.loader, show_default=True)
-@click.option("--device", default=_defaults.device, show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--amp/--no-amp", default=None, help="mixed precision (default: on for CUDA)")
-@click.option("--channels-last/--no-channels-last", default=None, help="(default: on for CUDA)")
-@click.option("--seed", type=int, default=_defaults.seed, show_default=True)
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="local ImageNet state dict for the backbone (torchvision key names)")
+@click.option("--shards", default=_train.shards, show_default=True, help="build-shards output folder")
+@click.option("--out", default=_train.out, show_default=True, help="run folder")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), default=_model.backbone, show_default=True)
+@click.option("--variant", type=click.Choice(VARIANTS), default=_model.variant, show_default=True)
+@RECIPE
+@click.option("--seed", type=int, default=_train.seed, show_default=True)
 @click.option("--resume", is_flag=True, help="continue from <out>/last.pt")
-def train_command(backbone, variant, epsilon, refine_channels, lr_steps, resume, **kw):
-    """Train CHR on webdataset shards; evaluates on the test split after every epoch."""
+@click.pass_context
+def train_command(ctx, resume, **kw):
+    """Train CHR on webdataset shards; picks the best epoch on the val (or test) split, then prints that
+    epoch's test Tables 2-3."""
     from model.evaluate import format_tables
     from model.train import train
 
-    model = ModelConfig(backbone=backbone, variant=variant, epsilon=epsilon, refine_channels=refine_channels)
-    steps = tuple(int(s) for s in lr_steps.split(",") if s.strip())
-    summary = train(TrainConfig(model=model, lr_steps=steps, **kw), resume=resume)
-    if summary is not None and int(os.environ.get("RANK", 0)) == 0:  # under torchrun: print once
+    model, rest = recipe(ctx, kw)
+    summary = train(TrainConfig(model=ModelConfig(**model), **rest), resume=resume)
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun: print once
         click.echo(format_tables(summary))
 
 
@@ -68,10 +128,15 @@ def train_command(backbone, variant, epsilon, refine_channels, lr_steps, resume,
 @click.option("--loader", type=click.Choice(["cpu", "dali"]), default="cpu", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--test-size", type=int, default=None, help="input side (default: the checkpoint's)")
+@click.option("--pointing-fuse", type=click.Choice(POINTING_FUSE), default=None,
+              help="the fused CAM's peak: max across scales or of their mean (default: the checkpoint's)")
+@click.option("--pointing-tolerance", type=float, default=None,
+              help="also count a peak within this many pixels of a box as a hit (default: the checkpoint's)")
 @click.option("--overlays", type=int, default=6, show_default=True, help="CAM overlay PNGs to write")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON instead of tables")
 def eval_command(checkpoint, out, as_json, **kw):
-    """Per-class AP, mAP and pointing accuracy per stage and fused (paper Tables 2-3), with plots."""
+    """Per-class AP, mAP and pointing accuracy per stage and fused (paper Tables 2-3), with plots and every
+    image's scores in predictions.parquet."""
     import json
     from pathlib import Path
 
@@ -81,6 +146,38 @@ def eval_command(checkpoint, out, as_json, **kw):
     summary = evaluate_checkpoint(checkpoint, out=out, **kw)
     click.echo(json.dumps(summary, indent=1) if as_json else format_tables(summary))
     click.echo(f"report written to {out}", err=True)
+
+
+@main.command("ablate")
+@click.option("--shards", "shard_dirs", required=True, multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="a subset's build-shards folder; repeat for several (sixray10, sixray100, ...)")
+@click.option("--out", default="runs/ablation", show_default=True,
+              help="the tables, and one run folder per training")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), default="resnet34", show_default=True,
+              help="the paper's Table 4 uses ResNet34")
+@click.option("--variants", default=",".join(VARIANTS), show_default=True, help="comma-separated")
+@click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1 per variant and subset")
+@click.option("--epsilons", default=None,
+              help="comma-separated; several: the ch/chr runs try each and keep the best on --select-on "
+                   "(default: --epsilon alone)")
+@RECIPE
+@click.pass_context
+def ablate_command(ctx, shard_dirs, out, variants, seeds, epsilons, **kw):
+    """The paper's Table 4: every variant on every subset for every seed (finished runs are reused,
+    unfinished ones resume), as Markdown, CSV and a PNG chart under --out."""
+    from model.ablate import run_ablation
+
+    model, rest = recipe(ctx, kw)
+    base = TrainConfig(model=ModelConfig(**model), **rest)
+    eps = [float(e) for e in epsilons.split(",")] if epsilons else [base.model.epsilon]
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; valid: {', '.join(VARIANTS)}", param_hint="--variants")
+    paths = run_ablation(list(shard_dirs), names, seeds, eps, base, out)
+    click.echo(paths[0].read_text())
+    click.echo("written: " + ", ".join(map(str, paths)), err=True)
 
 
 if __name__ == "__main__":  # torchrun -m model.cli train ...

@@ -1,16 +1,43 @@
 """Configuration dataclasses for the CHR model and its training run; both are saved in every checkpoint.
 
 `model eval` rebuilds the network from `ModelConfig` alone, so everything that changes the
-architecture lives there; everything that only changes how it is trained lives in `TrainConfig`.
+architecture lives there, with the loss settings the paper's variant names (the "C" of CHR) pick;
+everything that only changes how it is trained or selected lives in `TrainConfig`.
+Checkpoints written before a field existed load with the value they were trained with (`LEGACY_*`).
 """
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 VARIANTS = ("baseline", "h", "hr", "ch", "chr")
 """The paper's ablation (Table 4): h = a classifier per stage, r = refinement, c = class-balanced loss."""
 
+REFINEMENTS = ("official", "light")
+"""`official`: the authors' block (lower stage's width, a 1x1 conv + ReLU on the top stage);
+`light`: a narrower 1x1 + 3x3 block (width `refine_channels`, default min(128, lowest stage's width))."""
+
+LOSS_RULES = ("drop-easy", "paper", "official")
+"""Which negatives the class-balanced loss counts (model/loss.py; README "The class-balanced loss")."""
+
+NORMALISATIONS = ("mean", "active")
+"""`mean`: each stage's loss over all B x C terms (the official code); `active`: over the terms that count."""
+
 DEFAULT_EPSILON = 0.01
-"""Easy-negative threshold on the sigmoid probability, chosen by bench/sweep_epsilon.py (model/loss.py)."""
+"""Easy-negative threshold on the sigmoid probability for the `drop-easy` rule (model/loss.py)."""
+
+OFFICIAL_EPSILON = 1 / (1 + math.exp(20))
+"""sigmoid(-20): the authors' code drops a negative whose logit is below -20."""
+
+PAPER_EPSILON = 0.5
+"""The paper gives no value; 0.5, the decision threshold, is the one that keeps its literal rule trainable."""
+
+SELECT_ON = ("val", "test")
+POINTING_FUSE = ("max", "mean")
+
+
+def _check(name: str, value, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 @dataclass
@@ -19,13 +46,19 @@ class ModelConfig:
     variant: str = "chr"
     num_classes: int = 5
     epsilon: float = DEFAULT_EPSILON
-    # Width of the refined lower-stage features; None: min(128, the lowest stage's width), which keeps
-    # CHR's extra cost near the paper's +8% on ResNet-50 and the tiny backbone tiny.
-    refine_channels: int | None = None
+    refinement: str = "official"
+    refine_channels: int | None = None  # `light` refinement only
+    loss_rule: str = "drop-easy"
+    loss_normalisation: str = "mean"
+    # inception_v3 only: re-scale ImageNet-normalised input to the [-1, 1] range its torchvision weights
+    # were trained on, as torchvision does whenever it loads them.
+    transform_input: bool = True
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        _check("variant", self.variant, VARIANTS)
+        _check("refinement", self.refinement, REFINEMENTS)
+        _check("loss rule", self.loss_rule, LOSS_RULES)
+        _check("loss normalisation", self.loss_normalisation, NORMALISATIONS)
 
     @property
     def multi_stage(self) -> bool:
@@ -50,9 +83,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_steps: tuple[int, ...] = (20,)
-    resize: int = 256
-    crop: int = 224
-    test_size: int = 224
+    resize: int | None = None  # None: the backbone's (model.backbones.INPUT_SIZES)
+    crop: int | None = None
+    test_size: int | None = None
     shuffle_buffer: int = 1000
     workers: int = 4
     loader: str = "cpu"
@@ -61,7 +94,44 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA
     seed: int = 0
     weights: str | None = None  # local ImageNet state dict for the backbone
+    # The best epoch is chosen on `val` (val_fraction of the train split, held out by id hash) or, as the
+    # authors do, on `test`; the test split then gives the final numbers of that epoch.
+    select_on: str = "val"
+    val_fraction: float = 0.1
+    pointing_fuse: str = "max"  # the fused CAM's peak: "maximal response across scales", or their mean
+    pointing_tolerance: float = 0.0  # pixels; Zhang et al.'s pointing game allows 15
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self):
+        from model.backbones import input_sizes
+
+        _check("select-on split", self.select_on, SELECT_ON)
+        _check("pointing fuse rule", self.pointing_fuse, POINTING_FUSE)
+        resize, crop, test_size = input_sizes(self.model.backbone)
+        self.resize = self.resize or resize
+        self.crop = self.crop or crop
+        self.test_size = self.test_size or test_size
+
+    @property
+    def held_out(self) -> float:
+        """The train split's fraction held out for model selection (none when selecting on test)."""
+        return self.val_fraction if self.select_on == "val" else 0.0
+
+
+PRESETS = {
+    # MeioJane/CHR: main.py + engine.py + runme.sh (batch 320 over its GPUs), best epoch picked on test.
+    "official": {"variant": "chr", "refinement": "official", "loss_rule": "official",
+                 "epsilon": OFFICIAL_EPSILON, "loss_normalisation": "mean", "global_batch": 320, "lr": 0.01,
+                 "momentum": 0.9, "weight_decay": 1e-4, "epochs": 15, "lr_steps": (20,), "select_on": "test"},
+    # The paper's text (Sec. 4.3 read literally); what it leaves open follows the official code.
+    "paper": {"variant": "chr", "refinement": "official", "loss_rule": "paper", "epsilon": PAPER_EPSILON,
+              "loss_normalisation": "mean", "select_on": "val"},
+}
+"""`--preset NAME`: values for every flag the user did not type (`global_batch` is split over the ranks)."""
+
+LEGACY_MODEL = {"refinement": "light", "loss_rule": "drop-easy", "loss_normalisation": "active",
+                "transform_input": False}
+LEGACY_TRAIN = {"select_on": "test"}
 
 
 def to_dict(cfg) -> dict:
@@ -70,12 +140,12 @@ def to_dict(cfg) -> dict:
 
 def model_config_from_dict(d: dict) -> ModelConfig:
     known = {f.name for f in fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in d.items() if k in known})
+    return ModelConfig(**{**LEGACY_MODEL, **{k: v for k, v in d.items() if k in known}})
 
 
 def train_config_from_dict(d: dict) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
-    d = {k: v for k, v in d.items() if k in known}
+    d = {**LEGACY_TRAIN, **{k: v for k, v in d.items() if k in known}}
     d["model"] = model_config_from_dict(d.get("model", {}))
     d["lr_steps"] = tuple(d.get("lr_steps", ()))
     return TrainConfig(**d)

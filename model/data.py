@@ -4,12 +4,21 @@ NVIDIA DALI, both yielding the same `Batch`.
 Epoch contract: for split="test" every sample appears exactly once across ranks x workers, in shard
 order; for split="train" each rank reads a disjoint set of shards (cycling them if it runs short) and
 yields exactly floor(count / world_size / batch_size) batches, so DDP ranks never wait on each other.
+
+Validation: with `val_fraction` > 0, the train shards' samples whose id hashes below that fraction form
+split="val" (read like the test split: once, no augmentation) and are left out of split="train". The
+choice depends on the id alone, so it is the same for every seed, subset, rank and loader; per-shard
+counts come from the DALI index files beside the tars, which list every sample's key.
 """
 
+import atexit
+import functools
 import io
 import itertools
 import json
 import random
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +30,11 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from pipeline.hashing import stable_hash
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -37,6 +48,7 @@ class LoaderConfig:
     shuffle_buffer: int = 1000
     seed: int = 0
     device: str = "cpu"  # where batches land ("cuda:0" for DALI mixed decoding)
+    val_fraction: float = 0.0  # train samples held out as split "val" (see the module docstring)
 
 
 class Batch(NamedTuple):
@@ -59,22 +71,61 @@ class ShardError(RuntimeError):
     """A shard is missing, truncated or unreadable; the message names it."""
 
 
-def split_info(shards, split: str) -> dict:
-    """The split's entry of <shards>/_info.json ({"shards", "counts", "count"}) plus the run's classes."""
+def split_info(shards, split: str, val_fraction: float = 0.0) -> dict:
+    """The split's shards and sample counts: {"shards", "counts", "count"} (what the split reads of each
+    shard), "stored" (what each shard holds), plus the run's classes and ratio. "train" and "val" read the
+    train shards, keeping the samples out of or in the validation fraction."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(shards) / "_info.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run (or finish) `pipeline build-shards`")
     info = json.loads(path.read_text())
-    return {**info[split], "classes": info["classes"], "ratio": info["ratio"]}
+    entry = info["test" if split == "test" else "train"]
+    counts = entry["counts"]
+    if split != "test":
+        held = held_out_counts(str(shards), tuple(entry["shards"]), val_fraction)
+        counts = list(held) if split == "val" else [n - h for n, h in zip(counts, held, strict=True)]
+    return {"shards": entry["shards"], "counts": counts, "count": sum(counts), "stored": entry["counts"],
+            "classes": info["classes"], "ratio": info["ratio"]}
+
+
+def in_validation(key: str, fraction: float) -> bool:
+    """Whether a train sample is held out: a fixed hash of its id, independent of every seed."""
+    return stable_hash(0, "validation", key) < fraction * 2**64
+
+
+def keeps(key: str, fraction: float, validation: bool) -> bool:
+    return in_validation(key, fraction) == validation
+
+
+def sample_filter(split: str, fraction: float):
+    """The split's test on a sample key, or None where it keeps every sample."""
+    if split == "test" or fraction <= 0:
+        return None
+    return functools.partial(keeps, fraction=fraction, validation=split == "val")
+
+
+def index_entries(tar: Path) -> list[tuple[str, str]]:
+    """(sample key, index line) for each sample of a shard, in order, from its DALI index: `v1.2 N`,
+    then per sample a line of `ext offset size <key>.<ext>` groups."""
+    lines = tar.with_suffix(".idx").read_text().splitlines()[1:]
+    return [(line.split()[3].split(".")[0], line) for line in lines]
+
+
+@functools.lru_cache(maxsize=16)
+def held_out_counts(shards: str, names: tuple[str, ...], fraction: float) -> tuple[int, ...]:
+    """Per train shard, how many samples the validation fraction holds out (read once per process)."""
+    if fraction <= 0:
+        return (0,) * len(names)
+    return tuple(sum(in_validation(k, fraction) for k, _ in index_entries(Path(shards) / n)) for n in names)
 
 
 def make_loader(shards, split: str, cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, epoch: int = 0):
     """An iterable of Batch over one epoch of `split` for this rank (see the module docstring)."""
-    info = split_info(shards, split)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
+    info = split_info(shards, split, cfg.val_fraction)
     if split == "train" and len(info["shards"]) < world_size:
         raise ValueError(
             f"{shards}: train has {len(info['shards'])} shards, fewer than world_size {world_size}; "
@@ -98,13 +149,15 @@ class CpuLoader:
 
     def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
         self.split, self.cfg, self.world_size = split, cfg, world_size
-        mine = list(range(rank, len(info["shards"]), world_size))
+        # Shards whose samples the split leaves all out are not read at all.
+        mine = [i for i in range(rank, len(info["shards"]), world_size) if info["counts"][i] > 0]
         self.urls = [str(shards / info["shards"][i]) for i in mine]
         self.counts = [info["counts"][i] for i in mine]
         # Test: never more workers than shards, so no worker idles and the epoch stays exact.
         self.workers = min(cfg.workers, len(self.urls))
+        stored = [info["stored"][i] for i in mine]
         self.dataset = ShardStream(
-            self.urls, self.counts, split, cfg, seed=(cfg.seed, epoch, rank), workers=self.workers
+            self.urls, stored, split, cfg, seed=(cfg.seed, epoch, rank), workers=self.workers
         )
         self.info = info
 
@@ -135,17 +188,21 @@ class CpuLoader:
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    def __init__(self, urls, counts, split, cfg: LoaderConfig, seed: tuple, workers: int):
-        self.urls, self.counts, self.split, self.cfg, self.seed = urls, counts, split, cfg, seed
+    def __init__(self, urls, stored, split, cfg: LoaderConfig, seed: tuple, workers: int):
+        self.urls, self.stored, self.split, self.cfg, self.seed = urls, stored, split, cfg, seed
+        self.keep = sample_filter(split, cfg.val_fraction)
         # One slot per worker in shared memory: workers count their skips, the main process sums them.
         self.skipped = torch.zeros(max(workers, 1), dtype=torch.int64).share_memory_()
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
-        shards = list(zip(self.urls, self.counts, strict=True))
+        shards = list(zip(self.urls, self.stored, strict=True))
         train = self.split == "train"
-        samples = self.train_samples(shards, wid, nworkers) if train else read_shards(shards[wid::nworkers])
+        if train:
+            samples = self.train_samples(shards, wid, nworkers)
+        else:
+            samples = read_shards(shards[wid::nworkers], self.keep)
         size = self.cfg.resize if train else self.cfg.test_size
         crop_rng = np.random.default_rng([*self.seed, wid])
         for sample in samples:
@@ -161,31 +218,34 @@ class ShardStream(torch.utils.data.IterableDataset):
         epoch: shards are dealt to workers when they divide evenly, else every worker reads the same
         shard sequence and keeps every nworkers-th sample (more reading, no decoding of the others)."""
         buffer_rng = random.Random(repr((*self.seed, wid, "buffer")))
+        buffer = self.cfg.shuffle_buffer
         if len(shards) % nworkers == 0:
             order_rng = random.Random(repr((*self.seed, wid)))
-            return shuffled_passes(shards[wid::nworkers], order_rng, buffer_rng, self.cfg.shuffle_buffer)
+            return shuffled_passes(shards[wid::nworkers], order_rng, buffer_rng, buffer, self.keep)
         order_rng = random.Random(repr(self.seed))  # the same shard order in every worker
-        return shuffled_passes(shards, order_rng, buffer_rng, self.cfg.shuffle_buffer, wid, nworkers)
+        return shuffled_passes(shards, order_rng, buffer_rng, buffer, self.keep, wid, nworkers)
 
 
-def shuffled_passes(shards, order_rng, buffer_rng, buffer: int, start: int = 0, step: int = 1):
+def shuffled_passes(shards, order_rng, buffer_rng, buffer: int, keep=None, start: int = 0, step: int = 1):
     """Passes over the shards, each in a fresh random order and shuffled through a buffer (before any
-    decoding) that drains at the end of the pass, so every pass holds each sample exactly once."""
+    decoding) that drains at the end of the pass, so every pass holds each kept sample exactly once."""
     while True:
         shards = shards[:]
         order_rng.shuffle(shards)
-        samples = itertools.islice(read_shards(shards), start, None, step)
+        samples = itertools.islice(read_shards(shards, keep), start, None, step)
         yield from wds.shuffle(buffer, buffer // 2, rng=buffer_rng)(samples)
 
 
-def read_shards(shards: list):
-    """Raw samples of each shard in order; a missing, unreadable or short shard raises ShardError."""
+def read_shards(shards: list, keep=None):
+    """Raw samples of each (url, stored count) shard in order, those whose key passes `keep` if given;
+    a missing, unreadable or short shard raises ShardError."""
     for url, expected in shards:
         seen = 0
         try:
             for sample in wds.tarfile_samples([{"url": url}]):
                 seen += 1
-                yield sample
+                if keep is None or keep(sample["__key__"]):
+                    yield sample
         except Exception as error:
             raise ShardError(f"{url}: unreadable shard ({type(error).__name__}: {error})") from error
         if seen != expected:
@@ -246,7 +306,11 @@ class DaliLoader:
 
     def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
         self.split, self.cfg, self.info, self.world_size = split, cfg, info, world_size
-        self.paths = [str(shards / name) for name in info["shards"]]
+        read = [name for name, n in zip(info["shards"], info["counts"], strict=True) if n > 0]
+        self.paths = [str(shards / name) for name in read]
+        self.index_paths = None
+        if sample_filter(split, cfg.val_fraction) is not None:
+            self.index_paths = filtered_indexes(tuple(self.paths), split, cfg.val_fraction)
         self.rank, self.seed = rank, cfg.seed * 1_000_003 + epoch * 1009 + rank
 
     def __len__(self) -> int:
@@ -262,7 +326,8 @@ class DaliLoader:
         if not self.paths:
             return iter(())
         pipe = dali_pipeline(
-            self.paths, self.split == "train", self.cfg, self.rank, self.world_size, self.seed
+            self.paths, self.split == "train", self.cfg, self.rank, self.world_size, self.seed,
+            self.index_paths,
         )
         pipe.build()
         policy = LastBatchPolicy.DROP if self.split == "train" else LastBatchPolicy.PARTIAL
@@ -287,7 +352,25 @@ class DaliLoader:
         ).to(self.cfg.device)
 
 
-def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, world_size: int, seed: int):
+@functools.lru_cache(maxsize=16)
+def filtered_indexes(paths: tuple[str, ...], split: str, fraction: float) -> list[str]:
+    """DALI index files listing only the split's samples of each shard (DALI reads exactly the samples
+    an index lists), written once per process into a temporary folder removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="sixray-idx-"))
+    atexit.register(shutil.rmtree, folder, True)
+    keep = sample_filter(split, fraction)
+    written = []
+    for i, path in enumerate(paths):
+        lines = [line for key, line in index_entries(Path(path)) if keep(key)]
+        target = folder / f"{i:06d}.idx"
+        target.write_text(f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines))
+        written.append(str(target))
+    return written
+
+
+def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, world_size: int, seed: int,
+                  index_paths: list[str] | None = None):
+    """index_paths: None for the DALI indexes beside the tars."""
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = cfg.device.startswith("cuda")
@@ -297,7 +380,7 @@ def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, w
     def pipeline():
         jpeg, labels, difficult, meta = fn.readers.webdataset(
             paths=paths,
-            index_paths=[str(Path(p).with_suffix(".idx")) for p in paths],
+            index_paths=index_paths or [str(Path(p).with_suffix(".idx")) for p in paths],
             ext=["jpg", "lbl", "dif", "json"],
             dtypes=[types.UINT8, types.FLOAT, types.UINT8, types.UINT8],
             missing_component_behavior="error",

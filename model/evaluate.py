@@ -2,7 +2,11 @@
 
 `predict` runs one rank's share of the test split; `gather` merges every rank's share (DDP) so the
 metrics are computed over the full test set and agree on every rank. `summarise` turns predictions into
-the numbers of the paper's Tables 2-3; `write_report` prints and saves them (JSON, CSV, PNG).
+the numbers of the paper's Tables 2-3; `write_report` saves them (JSON, CSV, PNG) with every image's
+scores (predictions.parquet), so anyone can recompute the tables with their own tools.
+Pointing rows: `fused` combines the stages' CAMs by the chosen rule (max across scales by default),
+`fused-mean` / `fused-max` by the other one, `stageN` each stage alone; with a pixel tolerance, every row
+is repeated as `<row>@<N>px`.
 """
 
 import csv
@@ -18,7 +22,7 @@ from tqdm import tqdm
 
 from model.chr import STAGE_NAMES
 from model.metrics import box_class, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
-from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
 from pipeline.classes import CLASSES
 
 FUSED = "fused"
@@ -38,10 +42,29 @@ def progress_bar(iterable=None, *, total: int, desc: str, unit: str, enabled: bo
                 disable=None if enabled else True)
 
 
+def pointing_outputs(cams: list[torch.Tensor], fuse: str) -> dict[str, tuple[list[torch.Tensor], str]]:
+    """The pointing table's rows: name -> (the CAMs pointed with, how several are fused)."""
+    other = "mean" if fuse == "max" else "max"
+    rows = {FUSED: (cams, fuse), f"{FUSED}-{other}": (cams, other)}
+    rows.update({name: ([c], fuse) for name, c in zip(STAGE_NAMES, cams, strict=False)})
+    return rows
+
+
+def add_pointing(counts: dict, cams, batch, fuse: str, tolerance: float) -> None:
+    """Add one batch's pointing hits and misses per row (at 0 px, and at `tolerance` px when > 0)."""
+    tolerances = (0.0, tolerance) if tolerance > 0 else (0.0,)
+    for name, (maps, rule) in pointing_outputs(cams, fuse).items():
+        per_tolerance = pointing_counts(maps, batch.labels, batch.meta, fuse=rule, tolerances=tolerances)
+        for tol, batch_counts in zip(tolerances, per_tolerance, strict=True):
+            key = name if tol == 0 else f"{name}@{tol:g}px"
+            counts[key] = counts.get(key, 0) + batch_counts
+
+
 @torch.no_grad()
 def predict(model, loader, device, *, amp: bool = False, channels_last: bool = False, pointing: bool = False,
-            keep_examples: int = 0, progress=None) -> dict:
-    """Scores per output for every sample this rank sees; pointing counts and a few CAM examples if asked."""
+            fuse: str = "max", tolerance: float = 0.0, keep_examples: int = 0, progress=None) -> dict:
+    """Scores per output for every sample this rank sees; pointing counts (CAMs fused by `fuse`, hits
+    within `tolerance` pixels besides exact ones) and a few CAM examples if asked."""
     model.eval()
     ids, labels, difficult, scores = [], [], [], {}
     counts, examples = {}, []
@@ -61,9 +84,7 @@ def predict(model, loader, device, *, amp: bool = False, channels_last: bool = F
         labels.append(batch.labels.cpu().numpy())
         difficult.append(batch.difficult.cpu().numpy())
         if pointing:
-            per_stage = [(n, [c]) for n, c in zip(STAGE_NAMES, cams, strict=False)]
-            for name, maps in [(FUSED, cams), *per_stage]:
-                counts[name] = counts.get(name, 0) + pointing_counts(maps, batch.labels, batch.meta)
+            add_pointing(counts, cams, batch, fuse, tolerance)
         if len(examples) < keep_examples:
             examples += _examples(batch, cams, keep_examples - len(examples))
         if progress is not None:
@@ -157,11 +178,13 @@ def _row(name: str, values: list, mean) -> str:
 
 
 def write_report(summary: dict, pred: dict, out: str | Path, *, overlays: int = 6) -> list[Path]:
-    """metrics.json, ap.csv, pointing.csv, pr_curves.png, cam_*.png under `out`; returns the paths."""
+    """metrics.json, ap.csv, pointing.csv, predictions.parquet, pr_curves.png, cam_*.png under `out`;
+    returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", summary)
-    paths = [out / "metrics.json", _write_csv(out / "ap.csv", summary["ap"], summary["map"], "mAP")]
+    paths = [out / "metrics.json", _write_csv(out / "ap.csv", summary["ap"], summary["map"], "mAP"),
+             write_predictions(pred, out / "predictions.parquet")]
     if summary["pointing"]:
         acc = {k: v["accuracy"] for k, v in summary["pointing"].items()}
         means = {k: v["mean"] for k, v in summary["pointing"].items()}
@@ -181,7 +204,22 @@ def _write_csv(path: Path, rows: dict, means: dict, mean_name: str) -> Path:
     return path
 
 
-def _pyplot():
+def write_predictions(pred: dict, path: Path) -> Path:
+    """One row per test image: id, label_<class> (1 present, difficult included), difficult_<class>,
+    score_<output>_<class> for the fused output and every stage (the exact float32 scores AP ranks)."""
+    import pyarrow as pa
+
+    columns = {"id": pa.array(pred["ids"], pa.string())}
+    labels, difficult = pred["labels"].astype(np.int8), pred["difficult"].astype(bool)
+    columns.update({f"label_{c}": pa.array(labels[:, i]) for i, c in enumerate(CLASSES)})
+    columns.update({f"difficult_{c}": pa.array(difficult[:, i]) for i, c in enumerate(CLASSES)})
+    for output, scores in pred["scores"].items():
+        columns.update({f"score_{output}_{c}": pa.array(scores[:, i]) for i, c in enumerate(CLASSES)})
+    write_parquet(path, pa.table(columns))
+    return path
+
+
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,7 +232,7 @@ def plot_pr_curves(pred: dict, path: Path) -> Path:
     """Precision-recall curve per class of the fused output (difficult samples left out)."""
     from sklearn.metrics import precision_recall_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     scores = pred["scores"][FUSED]
     for c, name in enumerate(CLASSES):
@@ -205,7 +243,7 @@ def plot_pr_curves(pred: dict, path: Path) -> Path:
             ax.plot(r, p, label=name)
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves (fused)")
     ax.legend(loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -213,7 +251,7 @@ def plot_cam_overlay(example: dict, path: Path) -> Path:
     """The test input with each present class's fused CAM over it and that class's boxes."""
     import torch.nn.functional as F
 
-    plt = _pyplot()
+    plt = pyplot()
     image, meta = example["image"], example["meta"]
     h, w = image.shape[:2]
     sx, sy = w / meta["width"], h / meta["height"]
@@ -231,14 +269,14 @@ def plot_cam_overlay(example: dict, path: Path) -> Path:
                                            (b["ymax"] - b["ymin"]) * sy, fill=False, color="white", lw=2))
         ax.set_title(f"{example['id']}: {CLASSES[c]}")
         ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     write_bytes(path, buf.getvalue())
 
 
@@ -249,28 +287,32 @@ def load_checkpoint(path: str | Path, device="cpu") -> dict:
 
 def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | Path | None = None, *,
                         batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
-                        test_size: int | None = None, overlays: int = 6, data=None) -> dict:
-    """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report."""
+                        test_size: int | None = None, pointing_fuse: str | None = None,
+                        pointing_tolerance: float | None = None, overlays: int = 6, data=None) -> dict:
+    """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report.
+    Unset sizes and pointing settings are the checkpoint's training config's."""
     from model.chr import build_model
-    from model.config import model_config_from_dict, train_config_from_dict
+    from model.config import train_config_from_dict
     from model.train import resolve_device
 
     if data is None:
         import model.data as data
     device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
-    model = build_model(model_config_from_dict(ckpt["config"]["model"]))
+    tcfg = train_config_from_dict(ckpt["config"])
+    model = build_model(tcfg.model)
     model.load_state_dict(ckpt["model"])
     model.to(device)
-    tcfg = train_config_from_dict(ckpt["config"])
     lcfg = data.LoaderConfig(backend=loader, batch_size=batch_size, workers=workers, resize=tcfg.resize,
                              crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device))
     total = data.split_info(shards, "test")["count"]
     start = time.perf_counter()
     with progress_bar(total=total, desc="eval", unit="img") as bar:
         live = not bar.disable  # read now: tqdm's close() sets disable
+        tolerance = tcfg.pointing_tolerance if pointing_tolerance is None else pointing_tolerance
         pred = predict(model, data.make_loader(shards, "test", lcfg), device, amp=device.type == "cuda",
-                       pointing=True, keep_examples=overlays, progress=bar)
+                       pointing=True, fuse=pointing_fuse or tcfg.pointing_fuse, tolerance=tolerance,
+                       keep_examples=overlays, progress=bar)
     if not live:
         seconds = time.perf_counter() - start
         print(f"eval: {len(pred['ids'])} images in {seconds:.1f} s ({len(pred['ids']) / seconds:.0f} img/s)",

@@ -3,7 +3,11 @@
 AP is the non-interpolated average precision of scikit-learn's `average_precision_score`:
 AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds, tied scores forming one threshold.
 Difficult samples (label 0 in the SIXray files) are left out of that class's ranking entirely.
+Pointing game: a hit when the CAM's peak lies within a tolerance of one of the class's boxes: 0 pixels
+(inside, the paper's text) or, as in Zhang et al.'s game that the paper follows, 15.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -44,22 +48,26 @@ def mean_ap(aps: np.ndarray) -> float:
     return float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
 
 
-def cam_peak(cams: list[torch.Tensor], width: int, height: int) -> tuple[int, int]:
-    """(x, y) pixel of the maximum of the mean of [h, w] CAMs, each bilinearly upsampled to the image size.
+def cam_peak(cams: list[torch.Tensor], width: int, height: int, fuse: str = "max") -> tuple[int, int]:
+    """(x, y) pixel of the peak of [h, w] CAMs, each bilinearly upsampled to the image size.
 
-    One CAM gives a stage's peak; the stages' CAMs together give the fused peak (the mean is taken after
-    upsampling, since the stages have different resolutions).
+    One CAM gives a stage's peak. Several (the fused output) are combined after upsampling, since the
+    stages have different resolutions: `max` takes "the maximal response across scales" (the paper),
+    `mean` the peak of their average.
     """
-    up = [F.interpolate(c[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
-          for c in cams]
-    index = int(torch.argmax(torch.stack(up).mean(0)))
+    up = torch.stack([F.interpolate(c[None, None].float(), size=(height, width), mode="bilinear",
+                                    align_corners=False) for c in cams])
+    fused = up.amax(0) if fuse == "max" else up.mean(0)
+    index = int(torch.argmax(fused))
     return index % width, index // width
 
 
-def point_hits(x: int, y: int, boxes: list[dict]) -> bool:
-    """Whether pixel (x, y) (its centre at x + 0.5, y + 0.5) falls inside any of the boxes."""
+def box_distance(x: int, y: int, box: dict) -> float:
+    """Distance in pixels from pixel (x, y)'s centre (x + 0.5, y + 0.5) to the box; 0 inside it."""
     cx, cy = x + 0.5, y + 0.5
-    return any(b["xmin"] <= cx <= b["xmax"] and b["ymin"] <= cy <= b["ymax"] for b in boxes)
+    dx = max(box["xmin"] - cx, 0.0, cx - box["xmax"])
+    dy = max(box["ymin"] - cy, 0.0, cy - box["ymax"])
+    return math.hypot(dx, dy)
 
 
 def box_class(box: dict) -> str | None:
@@ -68,21 +76,25 @@ def box_class(box: dict) -> str | None:
     return ALL_CLASSES[cls] if isinstance(cls, int) else normalise_class(str(cls))
 
 
-def pointing_counts(cams: list[torch.Tensor], labels: torch.Tensor, meta: list[dict]) -> np.ndarray:
-    """Pointing-game hits and misses for one batch: cams = the [B, C, h, w] maps whose mean is pointed
-    with (one stage, or every stage for the fused output) -> counts [C, 2] (hits, misses).
+def pointing_counts(cams: list[torch.Tensor], labels: torch.Tensor, meta: list[dict], *, fuse: str = "max",
+                    tolerances: tuple[float, ...] = (0.0,)) -> np.ndarray:
+    """Pointing-game hits and misses for one batch: cams = the [B, C, h, w] maps pointed with (one stage,
+    or every stage for the fused output, combined by `fuse`) -> counts [T, C, 2] (hits, misses) for each
+    of the T pixel tolerances (a hit: the peak within that distance of one of the class's boxes).
 
     An image takes part for class c when it is labelled with c and has at least one box of c.
     """
-    counts = np.zeros((len(CLASSES), 2), dtype=np.int64)
+    counts = np.zeros((len(tolerances), len(CLASSES), 2), dtype=np.int64)
     for i, info in enumerate(meta):
         classes_of_boxes = [box_class(b) for b in info.get("boxes", [])]
         for c, name in enumerate(CLASSES):
             boxes = [b for b, k in zip(info.get("boxes", []), classes_of_boxes, strict=True) if k == name]
             if labels[i, c] <= 0 or not boxes:
                 continue
-            x, y = cam_peak([m[i, c] for m in cams], int(info["width"]), int(info["height"]))
-            counts[c, 0 if point_hits(x, y, boxes) else 1] += 1
+            x, y = cam_peak([m[i, c] for m in cams], int(info["width"]), int(info["height"]), fuse)
+            distance = min(box_distance(x, y, b) for b in boxes)
+            for t, tolerance in enumerate(tolerances):
+                counts[t, c, 0 if distance <= tolerance else 1] += 1
     return counts
 
 

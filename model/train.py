@@ -2,9 +2,12 @@
 
 Single process: `model train ...`. Several processes (GPUs or nodes): `torchrun --nproc_per_node N -m
 model.cli train ...`; torchrun's RANK / WORLD_SIZE / LOCAL_RANK select the process group (nccl on CUDA,
-gloo on the CPU), each rank reads its own shards, gradients are averaged by DDP, and every rank's test
-predictions are gathered so the metrics are over the full test set. Rank 0 writes the run folder:
-config.json, metrics.csv (one row per epoch) and the atomic checkpoints last.pt and best.pt.
+gloo on the CPU), each rank reads its own shards, gradients are averaged by DDP, and every rank's
+predictions are gathered so the metrics are over the full split. After every epoch the model is scored on
+the selection split (`val`: a held-out part of the train split; `test`: the authors' choice); the best
+epoch's weights then get one pass over the test split, whose Tables 2-3 are the run's result. Rank 0
+writes the run folder: config.json, metrics.csv (one row per epoch), the atomic checkpoints last.pt and
+best.pt, and test.json (the selected epoch's test summary, written last: the run's done marker).
 """
 
 import csv
@@ -12,6 +15,7 @@ import io
 import os
 import random
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,8 +81,27 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+class RandomStartWarning(UserWarning):
+    """A backbone made for ImageNet weights starts from random ones."""
+
+
+def warn_if_random_start(cfg: TrainConfig) -> None:
+    if cfg.weights or cfg.model.backbone == "tiny":  # tiny is the tests' and demos' backbone
+        return
+    name = cfg.model.backbone
+    warnings.warn(f"\n\n  *** {name} STARTS FROM RANDOM WEIGHTS ***\n  The paper fine-tunes ImageNet "
+                  f"weights; without them its numbers are out of reach.\n  Pass torchvision's file: "
+                  f"--weights {name}.pth\n", RandomStartWarning, stacklevel=3)
+
+
+def selection_score(summary: dict) -> float:
+    """The fused mAP the best epoch is chosen by; 0 where no class has a positive to rank."""
+    return summary["map"][FUSED] or 0.0
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
-    """Train for cfg.epochs (continuing from <out>/last.pt when resume); return the last epoch's summary.
+    """Train for cfg.epochs (continuing from <out>/last.pt when resume), pick the best epoch on
+    cfg.select_on, and return that epoch's test summary (Tables 2-3, also in <out>/test.json).
 
     `data` is the loader module (model.data by default; tests pass a stand-in with the same contract).
     """
@@ -93,6 +116,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
+    if rank == 0:
+        warn_if_random_start(cfg)
 
     model = build_model(cfg.model)
     if cfg.weights:
@@ -104,17 +129,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
                                 weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_steps), gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
-    start_epoch, best_map, history = 0, -1.0, []
+    start_epoch, best_score, history = 0, -1.0, []
     if resume and (out / "last.pt").exists():
-        ckpt = load_checkpoint(out / "last.pt", device)
-        if train_config_from_dict(ckpt["config"]).model != cfg.model:
-            raise ValueError(f"{out / 'last.pt'}: its model config differs from this run's; use another out")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_map, history = ckpt["epoch"], ckpt["best_map"], ckpt["history"]
-        set_rng_state(ckpt["rng"])
+        start_epoch, best_score, history = restore(out / "last.pt", cfg, device, model=model,
+                                                   optimizer=optimizer, scheduler=scheduler, scaler=scaler)
     net = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
@@ -123,62 +141,105 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
 
     lcfg = data.LoaderConfig(backend=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
                              resize=cfg.resize, crop=cfg.crop, test_size=cfg.test_size,
-                             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, device=str(device))
-    steps = data.split_info(cfg.shards, "train")["count"] // world_size // cfg.batch_size
-    summary = None
+                             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, device=str(device),
+                             val_fraction=cfg.held_out)
+    check_selection_split(data, cfg)
+    steps = data.split_info(cfg.shards, "train", cfg.held_out)["count"] // world_size // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
-        # ---- train one epoch ----
-        net.train()
-        t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
-        loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = progress_bar(loader, total=steps, desc=desc, unit="batch", enabled=rank == 0)
-        for batch in bar:
-            images = batch.images.to(device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=cfg.amp):
-                outputs = net(images)
-            loss = chr_loss(outputs.logits, batch.labels.to(device), balanced=cfg.model.balanced,
-                            epsilon=cfg.model.epsilon)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach()
-            seen += len(batch.ids)
-            if not bar.disable:  # loss.item() waits for the device: pay for it only where a bar shows it
-                rate = seen * world_size / (time.time() - t0)
-                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
         lr = optimizer.param_groups[0]["lr"]
+        train_loss, images_per_s = train_epoch(net, loader, optimizer, scaler, cfg, device, world_size,
+                                               progress_bar(loader, total=steps, desc=desc, unit="batch",
+                                                            enabled=rank == 0))
         scheduler.step()
-        train_loss = loss_sum.item() / max(seen // cfg.batch_size, 1)
-        images_per_s = seen * world_size / (time.time() - t0)
 
-        # ---- evaluate on the full test split (every rank's share gathered) ----
-        test = data.make_loader(cfg.shards, "test", lcfg, rank=rank, world_size=world_size)
-        pred = predict(model, test, device, amp=cfg.amp, channels_last=cfg.channels_last)
+        # ---- score on the selection split (every rank's share gathered) ----
+        scored = data.make_loader(cfg.shards, cfg.select_on, lcfg, rank=rank, world_size=world_size)
+        pred = predict(model, scored, device, amp=cfg.amp, channels_last=cfg.channels_last)
         summary = summarise(gather(pred))
-        model_map = summary["map"][FUSED]
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": round(train_loss, 6),
-               "images_per_s": round(images_per_s, 1), "test_count": summary["count"],
-               **{f"ap_{c}": a for c, a in zip(CLASSES, summary["ap"][FUSED], strict=True)}, "map": model_map}
-        history.append(row)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(train_loss, 6),
+                        "images_per_s": round(images_per_s, 1), "eval_split": cfg.select_on,
+                        "eval_count": summary["count"],
+                        **{f"ap_{c}": a for c, a in zip(CLASSES, summary["ap"][FUSED], strict=True)},
+                        "map": summary["map"][FUSED]})
 
         # ---- checkpoint (rank 0; atomic, last.pt written last marks the epoch done) ----
+        score = selection_score(summary)
         if rank == 0:
             write_metrics_csv(out / "metrics.csv", history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                     "best_map": max(best_map, model_map or 0.0), "history": history, "config": to_dict(cfg),
+                     "best_map": max(best_score, score), "history": history, "config": to_dict(cfg),
                      "rng": rng_state()}
-            if model_map is not None and model_map > best_map:
+            if score > best_score:
                 save_checkpoint(out / "best.pt", state)
             save_checkpoint(out / "last.pt", state)
             # the epoch's line: under its finished bar on a terminal, alone in a log file or pipe
             tqdm.write(f"{desc}: loss {train_loss:.4f}, {images_per_s:.0f} img/s, "
-                       f"mAP {100 * (model_map or 0):.1f}")
-        best_map = max(best_map, model_map or 0.0)
+                       f"{cfg.select_on} mAP {100 * score:.1f}")
+        best_score = max(best_score, score)
         if world_size > 1:
             dist.barrier()
+    return final_test(model, data, cfg, lcfg, rank, world_size, device)
+
+
+def restore(path: Path, cfg: TrainConfig, device, **parts) -> tuple[int, float, list]:
+    """Load every part's state and the RNGs from a last.pt; return (epochs done, best score, history)."""
+    ckpt = load_checkpoint(path, device)
+    if train_config_from_dict(ckpt["config"]).model != cfg.model:
+        raise ValueError(f"{path}: its model config differs from this run's; use another out")
+    for name, part in parts.items():
+        part.load_state_dict(ckpt[name])
+    set_rng_state(ckpt["rng"])
+    return ckpt["epoch"], ckpt["best_map"], ckpt["history"]
+
+
+def check_selection_split(data, cfg: TrainConfig) -> None:
+    if cfg.select_on == "val" and data.split_info(cfg.shards, "val", cfg.held_out)["count"] == 0:
+        raise ValueError(f"{cfg.shards}: --val-fraction {cfg.val_fraction} holds out no train image; "
+                         "raise it, or choose the epoch on the test split with --select-on test")
+
+
+def train_epoch(net, loader, optimizer, scaler, cfg: TrainConfig, device, world_size: int, bar
+                ) -> tuple[float, float]:
+    """One pass over the train loader (through `bar`); returns (mean loss, images per second)."""
+    net.train()
+    t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
+    for batch in bar:
+        images = batch.images.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=cfg.amp):
+            outputs = net(images)
+        loss = chr_loss(outputs.logits, batch.labels.to(device), cfg.model)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach()
+        seen += len(batch.ids)
+        if not bar.disable:  # loss.item() waits for the device: pay for it only where a bar shows it
+            rate = seen * world_size / (time.time() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+    return loss_sum.item() / max(seen // cfg.batch_size, 1), seen * world_size / (time.time() - t0)
+
+
+def final_test(model, data, cfg: TrainConfig, lcfg, rank: int, world_size: int, device) -> dict:
+    """The selected epoch's weights (best.pt) over the test split, with pointing: the run's Tables 2-3."""
+    out = Path(cfg.out)
+    if world_size > 1:
+        dist.barrier()  # rank 0 has written best.pt
+    best = load_checkpoint(out / "best.pt", device)
+    model.load_state_dict(best["model"])
+    test = data.make_loader(cfg.shards, "test", lcfg, rank=rank, world_size=world_size)
+    pred = predict(model, test, device, amp=cfg.amp, channels_last=cfg.channels_last, pointing=True,
+                   fuse=cfg.pointing_fuse, tolerance=cfg.pointing_tolerance)
+    summary = summarise(gather(pred))
+    summary["selected"] = {"epoch": best["epoch"], "of_epochs": cfg.epochs, "on": cfg.select_on,
+                           "map": best["best_map"]}
+    if rank == 0:
+        write_json(out / "test.json", summary)
+        tqdm.write(f"test: epoch {best['epoch']} (best {cfg.select_on} mAP {100 * best['best_map']:.1f}): "
+                   f"mAP {100 * (summary['map'][FUSED] or 0):.1f}")
     return summary

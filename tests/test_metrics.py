@@ -5,6 +5,7 @@ from sklearn.metrics import average_precision_score
 
 from model.metrics import (
     average_precision,
+    box_distance,
     cam_peak,
     mean_ap,
     per_class_ap,
@@ -63,7 +64,39 @@ def test_pointing_by_hand():
     labels = torch.zeros(2, 5)
     labels[:, 0] = 1
     labels[0, 1] = 1  # knife present but without a knife box: not counted
-    counts = pointing_counts([cams], labels, meta)
+    counts = pointing_counts([cams], labels, meta)[0]  # the only tolerance: 0 px
     assert counts[0].tolist() == [1, 1] and counts[1:].sum() == 0
     acc = pointing_accuracy(counts)
     assert acc[0] == 0.5 and np.isnan(acc[1:]).all()
+
+
+def test_fused_peak_is_the_maximal_response_across_scales_or_the_mean_peak():
+    # A coarse CAM responding on the right, a fine one with a single strong spot on the left: the spot is
+    # the strongest response of any scale, the right half the strongest on average.
+    coarse = torch.tensor([[-1.0, 3.0], [-1.0, 3.0]])
+    fine = torch.full((4, 4), 2.0)
+    fine[0, 0] = 5.0
+    x, _ = cam_peak([coarse, fine], width=100, height=100, fuse="max")
+    assert x < 25
+    x, _ = cam_peak([coarse, fine], width=100, height=100, fuse="mean")
+    assert x >= 50
+
+
+def test_box_distance_by_hand():
+    box = {"xmin": 10, "ymin": 10, "xmax": 20, "ymax": 20}
+    assert box_distance(14, 14, box) == 0  # inside
+    assert box_distance(29, 14, box) == pytest.approx(9.5)  # centre at 29.5: 9.5 px right of the box
+    assert box_distance(25, 25, box) == pytest.approx(np.hypot(5.5, 5.5))  # off the corner
+
+
+def test_pointing_tolerance_counts_near_misses_as_hits():
+    cams = torch.zeros(1, 5, 10, 10)
+    cams[0, 0, 0, 9] = 5.0  # peak in the top-right cell of a 100x100 image: x in 90..99, y in 0..9
+    box = {"cls": "gun", "xmin": 60, "ymin": 0, "xmax": 85, "ymax": 20}
+    labels = torch.zeros(1, 5)
+    labels[0, 0] = 1
+    meta = [{"width": 100, "height": 100, "boxes": [box]}]
+    x, _ = cam_peak([cams[0, 0]], 100, 100)
+    distance = x + 0.5 - 85
+    counts = pointing_counts([cams], labels, meta, tolerances=(0.0, distance - 0.1, distance, 15.0))
+    assert [c[0].tolist() for c in counts] == [[0, 1], [0, 1], [1, 0], [1, 0]]

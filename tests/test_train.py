@@ -3,16 +3,52 @@ import json
 import os
 import re
 import socket
+import warnings
 from dataclasses import replace
 
 import fake_data
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.multiprocessing as mp
+from click.testing import CliRunner
+from sklearn.metrics import average_precision_score
 
-from model.config import ModelConfig, TrainConfig
+from model.cli import main as model_cli
+from model.config import OFFICIAL_EPSILON, ModelConfig, TrainConfig
 from model.evaluate import evaluate_checkpoint, format_tables, load_checkpoint
-from model.train import train
+from model.train import RandomStartWarning, train, warn_if_random_start
+from pipeline.classes import CLASSES
+
+
+class FakeData:
+    """fake_data with the loader contract's held-out split: "val" is VAL more samples (indices past the
+    train and test ones) when a fraction is held out; train and test are fake_data's."""
+
+    LoaderConfig, Batch = fake_data.LoaderConfig, fake_data.Batch
+    VAL = 12
+
+    @staticmethod
+    def split_info(shards, split, val_fraction=0.0):
+        if split == "val":
+            return {"shards": [], "count": FakeData.VAL if val_fraction > 0 else 0}
+        return fake_data.split_info(shards, split)
+
+    @staticmethod
+    def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0):
+        if split != "val":
+            yield from fake_data.make_loader(shards, split, cfg, rank=rank, world_size=world_size,
+                                             epoch=epoch)
+            return
+        first = sum(fake_data.COUNTS.values())
+        mine = list(range(first, first + FakeData.VAL))[rank::world_size]
+        for start in range(0, len(mine), cfg.batch_size):
+            chunk = mine[start:start + cfg.batch_size]
+            images, labels, metas = zip(*(fake_data.sample(i, cfg.test_size) for i in chunk), strict=True)
+            yield fake_data.Batch(torch.stack(images), torch.stack(labels),
+                                  torch.zeros(len(chunk), 5, dtype=torch.bool), [f"V{i:05d}" for i in chunk],
+                                  list(metas))
 
 
 def config(tmp_path, **kw):
@@ -26,39 +62,117 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_train_writes_run_folder_and_config_round_trips(tmp_path):
+def test_train_selects_on_val_and_reports_that_epochs_test_numbers(tmp_path):
     cfg = config(tmp_path, epochs=2)
-    summary = train(cfg, data=fake_data)
+    summary = train(cfg, data=FakeData())
     out = tmp_path / "run"
-    assert summary["count"] == fake_data.COUNTS["test"]
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {r["eval_split"] for r in rows} == {"val"} and {r["eval_count"] for r in rows} == {"12"}
     assert {"train_loss", "map", "ap_gun", "ap_scissors", "images_per_s"} <= set(rows[0])
+    best_epoch = max(range(2), key=lambda e: float(rows[e]["map"] or 0)) + 1  # first of equals wins
+    assert summary["selected"] == {"epoch": best_epoch, "of_epochs": 2, "on": "val",
+                                   "map": pytest.approx(max(float(r["map"] or 0) for r in rows))}
+    assert summary["count"] == fake_data.COUNTS["test"] and summary["pointing"]
+    assert json.load(open(out / "test.json")) == json.loads(json.dumps(summary))
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"]["model"] == json.load(open(out / "config.json"))["model"]
     assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(ckpt)
-    assert (out / "best.pt").exists()
-    # `model eval` rebuilds the model from the checkpoint alone and reproduces the training-time mAP.
-    report = evaluate_checkpoint(out / "last.pt", "fake", tmp_path / "eval", batch_size=8, workers=0,
+    assert load_checkpoint(out / "best.pt")["epoch"] == best_epoch
+    # `model eval` rebuilds the model from the checkpoint alone and reproduces the run's test numbers.
+    report = evaluate_checkpoint(out / "best.pt", "fake", tmp_path / "eval", batch_size=8, workers=0,
                                  device="cpu", data=fake_data)
-    assert report["map"]["fused"] == pytest.approx(float(rows[-1]["map"]), abs=1e-6)
+    assert report["map"] == summary["map"] and report["pointing"] == summary["pointing"]
     assert set(report["ap"]) == {"fused", "stage1", "stage2", "stage3"}
+    assert set(report["pointing"]) == {"fused", "fused-mean", "stage1", "stage2", "stage3"}
     hits_and_misses = sum(report["pointing"]["fused"]["hits"]) + sum(report["pointing"]["fused"]["misses"])
     assert hits_and_misses == sum(bin(i).count("1") for i in range(fake_data.COUNTS["test"]))  # one per label
     names = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert {"metrics.json", "ap.csv", "pointing.csv", "pr_curves.png"} <= names
+    assert {"metrics.json", "ap.csv", "pointing.csv", "pr_curves.png", "predictions.parquet"} <= names
     assert any(n.startswith("cam_") for n in names)
     assert "Table 2" in format_tables(report) and "Table 3" in format_tables(report)
 
 
+def test_eval_predictions_reproduce_the_ap_table_with_scikit_learn(tmp_path):
+    train(config(tmp_path, epochs=1), data=FakeData())
+    difficult = fake_data.make_loader  # every fake sample is plain; mark some difficult to exercise the mask
+
+    def with_difficult(shards, split, cfg, **kw):
+        for batch in difficult(shards, split, cfg, **kw):
+            mask = batch.difficult.clone()
+            mask[::3, 1] = batch.labels[::3, 1] > 0  # a third of the knives are difficult
+            yield batch._replace(difficult=mask)
+
+    data = FakeData()
+    data.make_loader = with_difficult
+    report = evaluate_checkpoint(tmp_path / "run" / "best.pt", "fake", tmp_path / "eval", batch_size=8,
+                                 workers=0, device="cpu", pointing_tolerance=15, data=data)
+    table = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    assert len(table) == fake_data.COUNTS["test"] and len({r["id"] for r in table}) == len(table)
+    assert sum(r["difficult_knife"] for r in table) > 0
+    for output in ("fused", "stage1", "stage2", "stage3"):
+        for c, name in enumerate(CLASSES):
+            rows = [r for r in table if not r[f"difficult_{name}"]]
+            labels = np.array([r[f"label_{name}"] for r in rows])
+            scores = np.array([r[f"score_{output}_{name}"] for r in rows])
+            assert average_precision_score(labels, scores) == pytest.approx(report["ap"][output][c], abs=1e-6)
+    assert {"fused@15px", "stage3@15px"} <= set(report["pointing"])  # the tolerant pointing alongside
+
+
+def test_select_on_test_keeps_the_authors_behaviour(tmp_path):
+    summary = train(config(tmp_path, epochs=2, select_on="test"), data=FakeData())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert {r["eval_split"] for r in rows} == {"test"}
+    assert summary["map"]["fused"] == pytest.approx(max(float(r["map"]) for r in rows), abs=1e-6)
+
+
+def test_an_empty_validation_split_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="holds out no train image.*--select-on test"):
+        train(config(tmp_path, val_fraction=0.0), data=FakeData())
+
+
+def test_random_start_of_an_imagenet_backbone_warns_loudly():
+    loud = "(?s)resnet34 STARTS FROM RANDOM WEIGHTS.*--weights resnet34.pth"
+    with pytest.warns(RandomStartWarning, match=loud):
+        warn_if_random_start(TrainConfig(model=ModelConfig(backbone="resnet34")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_random_start(TrainConfig(model=ModelConfig(backbone="tiny")))
+        warn_if_random_start(TrainConfig(weights="resnet34.pth", model=ModelConfig(backbone="resnet34")))
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--preset", "official"], {"loss_rule": "official", "epsilon": OFFICIAL_EPSILON,
+                                "refinement": "official", "loss_normalisation": "mean", "batch_size": 320,
+                                "select_on": "test", "epochs": 15, "lr": 0.01, "lr_steps": (20,)}),
+    (["--preset", "official", "--batch-size", "8", "--epsilon", "0.2"],
+     {"loss_rule": "official", "batch_size": 8, "epsilon": 0.2}),  # typed flags win
+    (["--preset", "paper"],
+     {"loss_rule": "paper", "epsilon": 0.5, "refinement": "official", "select_on": "val"}),
+    ([], {"loss_rule": "drop-easy", "epsilon": 0.01, "refinement": "official", "loss_normalisation": "mean",
+          "batch_size": 16, "select_on": "val", "val_fraction": 0.1, "pointing_fuse": "max", "crop": 224}),
+    (["--backbone", "inception_v3"], {"crop": 299, "test_size": 299, "resize": 342, "transform_input": True}),
+])
+def test_train_flags_and_presets(monkeypatch, args, expected):
+    seen = []
+    monkeypatch.setattr("model.train.train", lambda cfg, resume: seen.append(cfg) or
+                        {"count": 0, "ap": {}, "map": {}, "pointing": {}})
+    result = CliRunner().invoke(model_cli, ["train", "--shards", "x", *args])
+    assert result.exit_code == 0, result.output
+    cfg = seen[0]
+    got = {k: getattr(cfg.model, k, getattr(cfg, k, None)) for k in expected}
+    assert got == expected
+
+
 def test_output_to_a_file_is_one_line_per_epoch_and_no_bar(tmp_path, capsys):
     # capsys replaces stdout and stderr with captures that are not terminals, as a log file or a pipe is
-    train(config(tmp_path, epochs=2), data=fake_data)
+    train(config(tmp_path, epochs=2), data=FakeData())
     out, err = capsys.readouterr()
     assert "\r" not in out + err  # no bar redraws
     epoch_lines = [line for line in (out + err).splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2
-    assert re.fullmatch(r"epoch 2/2: loss \d+\.\d{4}, \d+ img/s, mAP \d+\.\d", epoch_lines[-1])
+    assert re.fullmatch(r"epoch 2/2: loss \d+\.\d{4}, \d+ img/s, val mAP \d+\.\d", epoch_lines[-1])
+    assert re.search(r"^test: epoch [12] \(best val mAP \d+\.\d\): mAP \d+\.\d$", out + err, re.M)
     evaluate_checkpoint(tmp_path / "run" / "last.pt", "fake", None, batch_size=8, workers=0, device="cpu",
                         data=fake_data)
     out, err = capsys.readouterr()
@@ -67,9 +181,9 @@ def test_output_to_a_file_is_one_line_per_epoch_and_no_bar(tmp_path, capsys):
 
 
 def test_resume_continues_exactly(tmp_path):
-    train(config(tmp_path, name="straight", epochs=2), data=fake_data)
-    train(config(tmp_path, name="resumed", epochs=1), data=fake_data)
-    train(config(tmp_path, name="resumed", epochs=2), resume=True, data=fake_data)
+    train(config(tmp_path, name="straight", epochs=2), data=FakeData())
+    train(config(tmp_path, name="resumed", epochs=1), data=FakeData())
+    train(config(tmp_path, name="resumed", epochs=2), resume=True, data=FakeData())
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "resumed" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [list(csv.DictReader(open(tmp_path / n / "metrics.csv"))) for n in ("straight", "resumed")]
@@ -80,14 +194,14 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_seed_makes_a_cpu_run_repeatable_and_matters(tmp_path):
     for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
-        train(config(tmp_path, name=name, epochs=1, seed=seed), data=fake_data)
+        train(config(tmp_path, name=name, epochs=1, seed=seed), data=FakeData())
     a, b, c = (weights(tmp_path / n / "last.pt") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_training_learns_the_fake_task(tmp_path):
-    summary = train(config(tmp_path, epochs=6, variant="chr"), data=fake_data)
+    summary = train(config(tmp_path, epochs=6, variant="chr"), data=FakeData())
     assert summary["map"]["fused"] > 0.7  # chance is about 0.5 on this balanced fake set
 
 
@@ -101,7 +215,7 @@ def _ddp_worker(rank, world_size, port, cfg, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    summary = train(cfg, data=fake_data)
+    summary = train(cfg, data=FakeData())
     seen = [(split, ids) for split, r, ids in fake_data.SEEN if r == rank]
     torch.distributed.destroy_process_group()
     with open(results / f"rank{rank}.json", "w") as f:
@@ -154,9 +268,10 @@ class Recording:
 
 
 def real_config(tmp_path, shards, name="run", epochs=1):
+    # The sample's few train images leave no room for a validation split: select on test.
     model = ModelConfig(backbone="tiny", variant="chr")
     return TrainConfig(shards=str(shards), out=str(tmp_path / name), epochs=epochs, batch_size=1, resize=80,
-                       crop=64, test_size=64, workers=0, device="cpu", model=model)
+                       crop=64, test_size=64, workers=0, device="cpu", select_on="test", model=model)
 
 
 def test_train_and_eval_on_real_shards(tmp_path, sample_shards):
@@ -190,7 +305,8 @@ def test_ddp_on_real_shards_ranks_read_disjoint_shards(tmp_path, sample_shards):
     train_ids = [{i for split, ids in r["seen"] if split == "train" for i in ids} for r in ranks]
     assert train_ids[0] and train_ids[1] and not train_ids[0] & train_ids[1]
     test_ids = [i for r in ranks for split, ids in r["seen"] if split == "test" for i in ids]
-    assert sorted(test_ids) == ["N0052517", "P00005"]  # the exact epoch, split across the ranks
+    # the exact epoch, split across the ranks, read twice: to choose the epoch, then for the final numbers
+    assert sorted(test_ids) == ["N0052517", "N0052517", "P00005", "P00005"]
 
 
 def test_train_with_the_dali_loader_on_real_shards(tmp_path, sample_shards):
@@ -198,5 +314,6 @@ def test_train_with_the_dali_loader_on_real_shards(tmp_path, sample_shards):
     data = Recording()
     summary = train(replace(real_config(tmp_path, sample_shards), loader="dali", workers=1), data=data)
     assert summary["count"] == 2 and (tmp_path / "run" / "last.pt").exists()
-    assert sorted(i for split, ids in data.seen if split == "test" for i in ids) == ["N0052517", "P00005"]
+    test_ids = sorted(i for split, ids in data.seen if split == "test" for i in ids)
+    assert test_ids == ["N0052517", "N0052517", "P00005", "P00005"]  # choosing the epoch, final numbers
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["loader"] == "dali"
