@@ -9,12 +9,12 @@ the subset manifest, so shards resume one by one and run on local processes or a
 import hashlib
 import json
 import os
+import struct
 import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_bytes, write_json
@@ -209,28 +209,42 @@ def write_tar(sink, rows: list[dict], raw_root: Path) -> bytes:
     return (f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines)).encode()
 
 
+def _header_template() -> tuple[bytes, int]:
+    """The fixed fields of every member's header (mode 0444, uid/gid 0, mtime 0, regular file, GNU
+    magic, checksum field as spaces) and their byte sum; name and size are zeros, filled per member."""
+    header = bytearray(BLOCK)
+    header[100:124] = b"0000444\x000000000\x000000000\x00"
+    header[136:148] = b"00000000000\x00"
+    header[148:156] = b"        "  # the checksum is computed with its own field as spaces
+    header[156:157] = tarfile.REGTYPE
+    header[257:265] = tarfile.GNU_MAGIC
+    return bytes(header), sum(header)
+
+
+HEADER_TEMPLATE, HEADER_TEMPLATE_SUM = _header_template()
+
+
 def tar_header(name: str, size: int) -> bytes:
-    """A GNU tar header for a regular file (mode 0444, uid/gid 0, mtime 0, no owner names)."""
+    """A GNU tar header for a regular file: the template with the name, size and checksum filled in."""
     encoded = name.encode()
     if len(encoded) >= 100:
         raise ValueError(f"{name}: member name over 99 bytes; SIXray ids are short, is the id column wrong?")
     if size >= 8**11:
         raise ValueError(f"{name}: {size} bytes is over the 8 GiB a plain tar header holds")
-    header = bytearray(BLOCK)
+    size_field = b"%011o\x00" % size
+    header = bytearray(HEADER_TEMPLATE)
     header[0 : len(encoded)] = encoded
-    header[100:148] = b"0000444\x000000000\x000000000\x00%011o\x0000000000000\x00" % size
-    header[148:156] = b"        "  # the checksum is computed with its own field as spaces
-    header[156:157] = tarfile.REGTYPE
-    header[257:265] = tarfile.GNU_MAGIC
-    header[148:155] = b"%06o\x00" % sum(header)
+    header[124:136] = size_field
+    header[148:155] = b"%06o\x00" % (HEADER_TEMPLATE_SUM + sum(encoded) + sum(size_field))
     return bytes(header)
 
 
 def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, bytes]:
     """(dif, jpg, json, lbl) payloads: difficult mask uint8[5], the original JPEG bytes (checked
     against the manifest's sha256), the sample's JSON, labels float32[5] little-endian."""
-    path = raw_root / row["path"]
-    jpeg = path.read_bytes()
+    path = os.path.join(raw_root, row["path"])
+    with open(path, "rb") as f:
+        jpeg = f.read()
     digest = hashlib.sha256(jpeg).hexdigest()
     if digest != row["checksum"]:
         raise ValueError(
@@ -250,8 +264,8 @@ def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, byte
             {k: (round(v, 3) if k != "cls" else v) for k, v in box.items()} for box in row["boxes"] or ()
         ]
     return (
-        np.array([c in difficult for c in CLASSES], dtype=np.uint8).tobytes(),
+        bytes(c in difficult for c in CLASSES),
         jpeg,
         json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(),
-        np.array(labels, dtype="<f4").tobytes(),
+        struct.pack(f"<{len(labels)}f", *labels),
     )
