@@ -22,7 +22,9 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -57,19 +59,17 @@ STATUS_PRIORITY = ("no_image", "duplicate_id", "empty", "not_jpeg", "too_large",
 unreadable image outranks label trouble, which outranks annotation trouble."""
 
 PROBLEM = pa.struct([("status", pa.string()), ("error", pa.string())])
-FILE_FIELDS = ("id", "path", "bytes", "checksum", "width", "height", "mode", "phash", "files", "mtime_ns",
-               "file_problems")
-"""What validating an id's files gives: reused by a later run while files, bytes and mtime_ns match."""
-CHUNK_SCHEMA = pa.schema([
+FILE_SCHEMA = pa.schema([
     *[MANIFEST_SCHEMA.field(n) for n in ("id", "path", "bytes", "checksum", "width", "height", "mode",
                                          "phash")],
     ("files", pa.list_(pa.string())),  # every file name of the id; the first one is `path`
     ("mtime_ns", pa.int64()),  # of `path` when it was validated
     ("file_problems", pa.list_(PROBLEM)),  # duplicate id, validation
-    ("boxes", pa.list_(BOX)),
-    ("has_xml", pa.bool_()),
-    ("xml_problems", pa.list_(PROBLEM)),
 ])
+"""What validating an id's files gives: a later run reuses it while files, bytes and mtime_ns match."""
+XML_SCHEMA = pa.schema([("boxes", pa.list_(BOX)), ("has_xml", pa.bool_()),
+                        ("xml_problems", pa.list_(PROBLEM))])
+CHUNK_SCHEMA = pa.schema([*FILE_SCHEMA, *XML_SCHEMA])
 
 
 def _key(inputs) -> str:
@@ -84,7 +84,7 @@ def image_id(name: str) -> str:
 def list_images(raw: Path) -> tuple[np.ndarray, np.ndarray]:
     """Every JPEG under JPEGImage/: the file names (bytes) sorted by (id, name), and the index where each
     id's names start. A bytes array holds a name in its length (~13 bytes); a str in a list takes ~80."""
-    batches = list(_scan(Path(raw) / IMAGE_DIR))
+    batches = list(_scan(Path(raw) / IMAGE_DIR)) or [(np.array([], dtype=bytes),) * 2]
     names = np.concatenate([names for names, _ in batches])
     ids = np.concatenate([ids for _, ids in batches])
     del batches
@@ -95,18 +95,15 @@ def list_images(raw: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(names, ids) of the JPEGs in folder as bytes arrays, a batch at a time: names only, no stat calls."""
-    names, ids = [], []
+    """(names, ids) of the JPEGs in folder as bytes arrays, a batch at a time: names only, no stat
+    calls, split and filtered by numpy (a Python call per name would cost more than the listing)."""
     with os.scandir(os.fsencode(folder)) as entries:
-        for entry in entries:
-            stem, _, suffix = entry.name.rpartition(b".")
-            if stem and suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
-                names.append(entry.name)
-                ids.append(stem)
-                if len(names) == SCAN_BATCH:
-                    yield np.array(names), np.array(ids)
-                    names, ids = [], []
-    yield np.array(names, dtype=bytes), np.array(ids, dtype=bytes)
+        while batch := list(islice(entries, SCAN_BATCH)):
+            names = np.array([e.name for e in batch if e.is_file()], dtype=bytes)
+            if len(names):
+                ids, _, suffixes = np.char.rpartition(names, b".").T
+                keep = (ids != b"") & np.isin(np.char.lower(suffixes), IMAGE_SUFFIXES)
+                yield names[keep], ids[keep]
 
 
 def list_annotations(raw: Path) -> dict[str, str]:
@@ -138,16 +135,25 @@ def part_path(work: Path, key: str) -> Path:
     return Path(work) / f"images-{key}.parquet"
 
 
-def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[dict]:
-    """Per id of a chunk: its file names, the first file's size and mtime_ns, its XML's name and
-    [size, mtime_ns]."""
+class Entry(NamedTuple):
+    """One id of a chunk as found on disk: what its row depends on (the chunk's key hashes these)."""
+
+    id: str
+    files: list[str]  # every file name of the id, sorted; the first one is validated
+    size: int  # of the first file
+    mtime_ns: int
+    xml: str | None
+    xml_stat: list[int] | None  # [size, mtime_ns]
+
+
+def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[Entry]:
     folder = os.open(raw / IMAGE_DIR, os.O_RDONLY)  # stat by name in the open folder: no path to walk
     try:
         entries = []
         for i, group in _group_by_id(files):
             image = os.stat(group[0], dir_fd=folder)
-            entries.append({"id": i, "files": group, "size": image.st_size, "mtime_ns": image.st_mtime_ns,
-                            "xml": xmls.get(i), "xml_stat": _xml_stat(raw, xmls.get(i))})
+            xml = xmls.get(i)
+            entries.append(Entry(i, group, image.st_size, image.st_mtime_ns, xml, _xml_stat(raw, xml)))
         return entries
     finally:
         os.close(folder)
@@ -171,7 +177,7 @@ def _group_by_id(files: list[str]) -> list[tuple[str, list[str]]]:
     return grouped
 
 
-def chunk_key(task: dict, entries: list[dict]) -> str:
+def chunk_key(task: dict, entries: list[Entry]) -> str:
     """Hash of everything a part depends on: settings, ids, file names, sizes and mtimes, XMLs."""
     return _key([FORMAT, task["raw"], task["max_pixels"], entries])
 
@@ -182,52 +188,57 @@ def ingest_chunk(task: dict) -> dict:
     raw, work = Path(task["raw"]), Path(task["work"])
     entries = stat_entries(raw, task["files"], task["xmls"])
     key = chunk_key(task, entries)
-    part = {"key": key, "first": entries[0]["id"], "last": entries[-1]["id"], "count": len(entries)}
+    part = {"key": key, "first": entries[0].id, "last": entries[-1].id, "count": len(entries)}
     if any(p["key"] == key for p in task["last_parts"]):
         return {**part, "done": True, "unchanged": len(entries)}
     done = part_path(work, key).exists()
-    last_rows = read_last_rows(work, task["last_parts"], part["first"], part["last"])
-    fresh = [e for e in entries if not same_files(last_rows.get(e["id"]), e)]
+    last = read_last_rows(work, task["last_parts"], part["first"], part["last"])
+    reuse, last_ids = match_last_rows(last, entries)
+    fresh = [e for e in entries if e.id not in reuse]
     if not done:
-        write_parquet(part_path(work, key), chunk_table(raw, entries, last_rows, task["max_pixels"]))
-    changed = sum(e["id"] in last_rows for e in fresh)
+        reused = last.take(pa.array(sorted(reuse.values()), pa.int64()))
+        write_parquet(part_path(work, key), chunk_table(raw, entries, reused, fresh, task["max_pixels"]))
+    changed = sum(e.id in last_ids for e in fresh)
     return {**part, "done": done, "added": len(fresh) - changed, "changed": changed,
-            "unchanged": len(entries) - len(fresh), "validated": 0 if done else len(fresh)}
+            "unchanged": len(reuse), "validated": 0 if done else len(fresh)}
 
 
-def read_last_rows(work: Path, last_parts: list[dict], first: str, last: str) -> dict[str, dict]:
-    """id -> the last run's file facts, for the ids from first to last (a part gone missing counts as
-    never made: its ids are validated again)."""
-    rows = {}
+def read_last_rows(work: Path, last_parts: list[dict], first: str, last: str) -> pa.Table:
+    """The last run's file facts for the ids from first to last (a part gone missing counts as never
+    made: its ids are validated again)."""
+    tables = [FILE_SCHEMA.empty_table()]
     for p in last_parts:
         try:
-            table = pq.read_table(part_path(work, p["key"]), columns=list(FILE_FIELDS),
-                                  filters=[("id", ">=", first), ("id", "<=", last)])
+            tables.append(pq.read_table(part_path(work, p["key"]), columns=FILE_SCHEMA.names,
+                                        filters=[("id", ">=", first), ("id", "<=", last)]))
         except FileNotFoundError:
             continue
-        rows.update((r["id"], r) for r in table.to_pylist())
-    return rows
+    return pa.concat_tables(tables)
 
 
-def same_files(row: dict | None, entry: dict) -> bool:
-    return row is not None and (row["files"], row["bytes"], row["mtime_ns"]) == \
-        (entry["files"], entry["size"], entry["mtime_ns"])
+def match_last_rows(last: pa.Table, entries: list[Entry]) -> tuple[dict[str, int], set[str]]:
+    """The rows of `last` still true (id -> row index: same file names, size and mtime_ns as on disk
+    now), and every id `last` has. Only the compared columns become Python objects."""
+    on_disk = {e.id: (e.files, e.size, e.mtime_ns) for e in entries}
+    ids, files, sizes, mtimes = (last[c].to_pylist() for c in ("id", "files", "bytes", "mtime_ns"))
+    reuse = {i: row for row, (i, *found) in enumerate(zip(ids, files, sizes, mtimes, strict=True))
+             if on_disk.get(i) == tuple(found)}
+    return reuse, set(ids)
 
 
-def chunk_table(raw: Path, entries: list[dict], last_rows: dict[str, dict], max_pixels: int) -> pa.Table:
-    """The part's rows: file facts reused where the files match the last run's, else validated; XMLs
-    parsed again (they are few and small)."""
-    rows = []
-    for e in entries:
-        last = last_rows.get(e["id"])
-        facts = last if same_files(last, e) else validate_files(raw, e, max_pixels)
-        rows.append({**facts, **annotation_facts(raw, e["xml"])})
-    return pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
+def chunk_table(raw: Path, entries: list[Entry], reused: pa.Table, fresh: list[Entry],
+                max_pixels: int) -> pa.Table:
+    """The part: the reused file facts as they are plus the fresh entries validated, in id order (arrow
+    sorts strings bytewise, as the listing does), beside every entry's XML parsed again (few, small)."""
+    validated = pa.Table.from_pylist([validate_files(raw, e, max_pixels) for e in fresh], schema=FILE_SCHEMA)
+    files = pa.concat_tables([reused, validated]).sort_by("id")
+    xmls = pa.Table.from_pylist([annotation_facts(raw, e.xml) for e in entries], schema=XML_SCHEMA)
+    return pa.Table.from_arrays(files.columns + xmls.columns, schema=CHUNK_SCHEMA)
 
 
-def validate_files(raw: Path, entry: dict, max_pixels: int) -> dict:
+def validate_files(raw: Path, entry: Entry, max_pixels: int) -> dict:
     """The first file's facts and every problem of the id's files (unranked)."""
-    files, image = entry["files"], entry["id"]
+    files, image = entry.files, entry.id
     path = f"{IMAGE_DIR}/{files[0]}"
     facts = inspect_file(raw / path, max_pixels=max_pixels)
     problems = []
@@ -238,7 +249,7 @@ def validate_files(raw: Path, entry: dict, max_pixels: int) -> dict:
         problems.append({"status": facts["status"], "error": f"{path}: {facts['error']}"})
     keep = ("bytes", "checksum", "width", "height", "mode", "phash")
     return {"id": image, "path": path, **{k: facts[k] for k in keep}, "files": files,
-            "mtime_ns": entry["mtime_ns"], "file_problems": problems}
+            "mtime_ns": entry.mtime_ns, "file_problems": problems}
 
 
 def annotation_facts(raw: Path, xml: str | None) -> dict:
