@@ -50,7 +50,7 @@ class Bench:
         """Run one command to completion, record and print its row."""
         log = self.logs / (re.sub(r"[^\w.-]+", "_", name) + ".log")
         result = run_measured(cmd, log=log)
-        row = {"command": name, **result, "images": images,
+        row = {"command": name, **result, "images": images, "log": str(log),
                "images_per_s": round(images / result["seconds"]) if result["seconds"] else None, **extra}
         self.rows.append(row)
         print(json.dumps(row), flush=True)
@@ -141,7 +141,7 @@ def filter_label_files(raw: Path, drop: set[str]) -> None:
             csv.writer(f, lineterminator="\r\n").writerows(rows)
 
 
-def step_incremental(bench: Bench, negatives: int, total: int) -> None:
+def step_incremental(bench: Bench, positives: int, negatives: int, total: int) -> None:
     """Ingest without 1% of the scans, then with them again: the rerun must validate about 1%, and the
     manifest must equal the clean run's byte for byte."""
     clean = bench.manifests / "manifest.parquet"
@@ -156,17 +156,26 @@ def step_incremental(bench: Bench, negatives: int, total: int) -> None:
     bench.run(f"ingest (rerun, {len(held)} scans removed)", ingest_cmd(bench), total - len(held))
     for image_id in held:
         os.replace(aside / f"{image_id}.jpg", bench.raw / "JPEGImage" / f"{image_id}.jpg")
-    write_label_files(bench.raw, 0, POSITIVES, negatives)  # every id labelled again
+    write_label_files(bench.raw, 0, positives, negatives)  # every id labelled again
     row = bench.run(f"ingest (rerun, {len(held)} scans added: 1%)", ingest_cmd(bench), total)
     row["identical_to_clean_run"] = clean.read_bytes() == reference.read_bytes()
-    print(json.dumps({"identical_to_clean_run": row["identical_to_clean_run"]}))
+    row["validated"] = validated(Path(row["log"]))
+    print(json.dumps({k: row[k] for k in ("identical_to_clean_run", "validated")}))
+
+
+def validated(log: Path) -> int | None:
+    """The count of images the ingest validated, from its summary line."""
+    found = re.search(r"\((\d+) validated\)", log.read_text())
+    return int(found[1]) if found else None
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| command | exit | wall s | images | images/s | peak RSS MB | peak PSS MB |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['command']} | {r['rc']} | {r['seconds']} | {r['images']:,} | "
+        note = (f": {r['validated']:,} validated ({r['validated'] / r['images']:.1%}), manifest identical "
+                f"to the clean run: {r['identical_to_clean_run']}" if r.get("validated") is not None else "")
+        lines.append(f"| {r['command']}{note} | {r['rc']} | {r['seconds']} | {r['images']:,} | "
                      f"{r['images_per_s'] or 0:,} | {r['peak_rss_mb']} | {r['peak_pss_mb']} |")
     ratio = tar_ratio(rows)
     if ratio:
@@ -185,12 +194,16 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/scale"))
     parser.add_argument("--negatives", type=int, default=NEGATIVES)
+    parser.add_argument("--positives", type=int, default=POSITIVES, help="fewer for a quick smoke run")
+    parser.add_argument("--base-negatives", type=int, default=10_000, help="negatives synthesised; the "
+                        "others are hard links to them")
     parser.add_argument("--steps", default="all", help=f"comma-separated of {', '.join(STEPS)}, or all")
     args = parser.parse_args()
     steps = STEPS if args.steps == "all" else tuple(args.steps.split(","))
     bench = Bench(args.work)
-    build_folder(bench.raw, positives=POSITIVES, negatives=args.negatives)
-    total = POSITIVES + args.negatives
+    build_folder(bench.raw, positives=args.positives, negatives=args.negatives,
+                 base_negatives=args.base_negatives)
+    total = args.positives + args.negatives
     if "ingest" in steps:
         step_ingest(bench, total)
     if "shards" in steps:
@@ -203,7 +216,7 @@ def main() -> None:
     if "stats" in steps:
         step_stats(bench, total)
     if "incremental" in steps:
-        step_incremental(bench, args.negatives, total)
+        step_incremental(bench, args.positives, args.negatives, total)
     table = markdown(bench.rows)
     (args.work / "scale.md").write_text(table + "\n")
     (args.work / "scale.json").write_text(json.dumps(bench.rows, indent=1))
