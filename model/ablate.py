@@ -66,6 +66,7 @@ def run_variant(shards: str, variant: str, seeds: int, epsilons: list[float], ba
     runs = by_epsilon[chosen]
     key = pointing_key(base)
     return {"subset": Path(shards).name, "variant": variant, "epsilon": chosen if model.balanced else None,
+            "epsilons_tried": len(tried),
             "map": [percent(s["map"][FUSED]) for s in runs],
             "pointing": [percent(s["pointing"][key]["mean"]) for s in runs]}
 
@@ -115,7 +116,7 @@ def write_markdown(cells: list[dict], base: TrainConfig, seeds: int, path: Path)
             gains = [spread(at[s, v]["map"])[0] - spread(at[s, "baseline"]["map"])[0] for s in subsets]
             lines.append(f"| {method_name(base.model.backbone, v)} | "
                          + " | ".join(f"{g:+.2f}" for g in gains) + " |")
-    chosen = [f"{c['subset']} {c['variant']}: {c['epsilon']:g}" for c in cells if c["epsilon"] is not None]
+    chosen = [f"{c['subset']} {c['variant']}: {c['epsilon']:g}" for c in cells if c["epsilons_tried"] > 1]
     if chosen:
         lines += ["", f"Epsilon kept (best mean {base.select_on} mAP): " + ", ".join(chosen)]
     write_bytes(path, ("\n".join(lines) + "\n").encode())
