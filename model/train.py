@@ -75,8 +75,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """Every column any row has (a resumed older run's rows lack the newer ones), in first-seen order."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         w.writeheader()
         w.writerows(rows)
 

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score
 from model.cli import main as model_cli
 from model.config import OFFICIAL_EPSILON, ModelConfig, TrainConfig
 from model.evaluate import evaluate_checkpoint, format_tables, load_checkpoint
-from model.train import RandomStartWarning, train, warn_if_random_start
+from model.train import RandomStartWarning, train, warn_if_random_start, write_metrics_csv
 from pipeline.classes import CLASSES
 
 
@@ -190,6 +190,14 @@ def test_resume_continues_exactly(tmp_path):
     for row in rows[0] + rows[1]:
         del row["images_per_s"]  # the only column that depends on the clock
     assert rows[0] == rows[1] and len(rows[0]) == 2
+
+
+def test_metrics_csv_keeps_the_columns_of_older_rows(tmp_path):
+    write_metrics_csv(tmp_path / "m.csv", [{"epoch": 1, "test_count": 5}, {"epoch": 2, "eval_count": 6}])
+    assert list(csv.DictReader(open(tmp_path / "m.csv"))) == [
+        {"epoch": "1", "test_count": "5", "eval_count": ""},
+        {"epoch": "2", "test_count": "", "eval_count": "6"},
+    ]
 
 
 def test_seed_makes_a_cpu_run_repeatable_and_matters(tmp_path):
