@@ -14,7 +14,7 @@ of a successful run, lists what that run's manifest was made from; a rerun build
    outputs are as that run left them. Otherwise our split is computed over narrow usable rows (see
    split.py), then each part, joined with the labels and splits of its id range and sorted within it,
    is streamed into the manifest in fixed-size row groups: same input, same bytes, whatever the
-   chunking or the history. Parts no run lists any more are deleted last.
+   chunking or the history. Parts and labels the new state does not list are deleted last.
 """
 
 import hashlib
@@ -85,8 +85,8 @@ def list_images(raw: Path) -> tuple[np.ndarray, np.ndarray]:
     """Every JPEG under JPEGImage/: the file names (bytes) sorted by (id, name), and the index where each
     id's names start. A bytes array holds a name in its length (~13 bytes); a str in a list takes ~80."""
     batches = list(_scan(Path(raw) / IMAGE_DIR)) or [(np.array([], dtype=bytes),) * 2]
-    names = np.concatenate([names for names, _ in batches])
-    ids = np.concatenate([ids for _, ids in batches])
+    names = np.concatenate([batch_names for batch_names, _ in batches])
+    ids = np.concatenate([batch_ids for _, batch_ids in batches])
     del batches
     order = np.lexsort((names, ids))
     names, ids = names[order], ids[order]
@@ -147,6 +147,7 @@ class Entry(NamedTuple):
 
 
 def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[Entry]:
+    """The chunk's ids as they are on disk now: one stat per id (its first file) and per XML."""
     folder = os.open(raw / IMAGE_DIR, os.O_RDONLY)  # stat by name in the open folder: no path to walk
     try:
         entries = []
