@@ -141,6 +141,22 @@ def test_random_start_of_an_imagenet_backbone_warns_loudly():
         warn_if_random_start(TrainConfig(weights="resnet34.pth", model=ModelConfig(backbone="resnet34")))
 
 
+def test_weights_flag_loads_the_published_file_into_the_trained_backbone(tmp_path):
+    import torchvision.models as tvm
+
+    torch.manual_seed(1)
+    published = tvm.resnet34(weights=None).state_dict()
+    torch.save(published, tmp_path / "resnet34-b627a593.pth")
+    cfg = config(tmp_path, epochs=1, weights=str(tmp_path / "resnet34-b627a593.pth"))
+    cfg = replace(cfg, lr=0.0, model=replace(cfg.model, backbone="resnet34"))  # lr 0: weights stay the file's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomStartWarning)
+        train(cfg, data=FakeData())
+    trained = load_checkpoint(tmp_path / "run" / "best.pt")["model"]
+    assert torch.equal(trained["backbone.stages.2.0.conv1.weight"], published["layer4.0.conv1.weight"])
+    assert torch.equal(trained["backbone.stages.0.0.weight"], published["conv1.weight"])
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--preset", "official"], {"loss_rule": "official", "epsilon": OFFICIAL_EPSILON,
                                 "refinement": "official", "loss_normalisation": "mean", "batch_size": 320,
