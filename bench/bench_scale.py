@@ -8,7 +8,7 @@ then runs each command in its own process (bench/measure.py: peak RSS and PSS of
 tree) and prints per command: exit code, wall time, images/s, peak memory. Reference for build-shards:
 GNU tar (`--hard-dereference`, so every link is archived as a file) plus `sync` over the same JPEGs as
 SIXray1000, in the same run; RATIO = build-shards images/s / tar+sync images/s. Shards are deleted after
-each measurement (SIXray1000 at half size is about 40 GB). A table in Markdown goes to
+each measurement (SIXray1000 of this folder is about 21 GB of tar). A table in Markdown goes to
 `<work>/scale.md` and the raw figures to `<work>/scale.json`.
 
 Steps: ingest (first run, rerun unchanged), shards (each ratio x split source, a rerun unchanged and a

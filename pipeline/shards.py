@@ -108,7 +108,7 @@ def read_plan(subset: Path) -> dict:
             shard = shards.get(name)
             if shard is None:
                 shards[name], digests[name] = {"split": split, "count": 0}, hashlib.md5(image_id.encode())
-            else:
+            else:  # the ids joined by newlines, as planned_ids_md5 hashes them
                 digests[name].update(b"\n" + image_id.encode())
             shards[name]["count"] += 1
     for name, shard in shards.items():
