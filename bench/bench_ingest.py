@@ -2,7 +2,7 @@
 
     python3 bench/bench_ingest.py [--images 3000] [--data /tmp/bench-ingest-raw] [--workers N]
 
-The raw folder is generated once (pipeline.synth at real size, median ~632x571; plain PIL noise and
+The raw folder is generated once (pipeline.xray.synth at real size, median ~632x571; plain PIL noise and
 shapes if the generator is missing) and reused. Files are read once first so both loops run from the
 page cache. Reference: one process reading each file and computing its sha256 (the least any ingest must
 do). Measured: the full `ingest` (validation at 1/8-scale decode, XMLs, labels, manifest) on every core,
@@ -25,7 +25,7 @@ from pipeline.validate import inspect_file
 
 def generate(raw: Path, images: int) -> None:
     try:
-        from pipeline.synth import synthesize
+        from pipeline.xray.synth import synthesize
     except ImportError:
         return generate_with_pil(raw, images)
     positives = images // 11  # SIXray10's ratio: ten negatives per positive

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from measure import run_measured  # noqa: E402
 from scale_folder import NEGATIVES, POSITIVES, build_folder  # noqa: E402
 
-from pipeline.synth import write_label_files  # noqa: E402
+from pipeline.xray.synth import write_label_files  # noqa: E402
 
 STEPS = ("ingest", "shards", "tar", "stats", "incremental")
 

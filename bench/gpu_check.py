@@ -164,7 +164,7 @@ def sync(device: torch.device) -> None:
 def make_shards(args, report: Report) -> Path:
     from pipeline.ingest import ingest
     from pipeline.shards import build_shards
-    from pipeline.synth import synthesize
+    from pipeline.xray.synth import synthesize
 
     started = time.perf_counter()
     # One folder per data setting, so a rerun with other counts never meets synth's mixed-data guard.

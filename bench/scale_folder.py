@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipeline.synth import negative_id, write_label_files
+from pipeline.xray.synth import negative_id, write_label_files
 
 POSITIVES = 8_929
 NEGATIVES = 1_050_302

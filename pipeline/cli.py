@@ -8,7 +8,7 @@ def main():
     """SIXray data pipeline: synth -> ingest -> build-shards -> stats."""
 
 
-# --- synth (pipeline/synth.py) ---
+# --- synth (pipeline/xray/synth.py) ---
 
 
 @main.command("synth")
@@ -26,7 +26,7 @@ def main():
 @click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
 def synth_command(out, positives, negatives, size_factor, difficulty, seed, chunk_size, workers, scheduler):
     """Write a synthetic SIXray raw dataset (JPEGImage/, Annotation/, ImageSet/) in the real layout."""
-    from pipeline.synth import synthesize
+    from pipeline.xray.synth import synthesize
 
     try:
         s = synthesize(out, positives=positives, negatives=negatives, size_factor=size_factor,

@@ -150,7 +150,7 @@ def test_disk_full_mid_write_keeps_earlier_outputs(tmp_path, monkeypatch):
 
 
 def test_synth_ingest_stats_round_trip(tmp_path):
-    synth = pytest.importorskip("pipeline.synth")
+    synth = pytest.importorskip("pipeline.xray.synth")
     raw = tmp_path / "raw"
     synth.synthesize(raw, positives=30, negatives=60, size_factor=0.25, workers=2)
     summary = ingest(raw, tmp_path / "manifests", workers=2, chunk_size=40)

@@ -154,7 +154,7 @@ def test_killed_build_then_rerun_is_byte_identical(tmp_path):
 def test_end_to_end_synth_ingest_build_shards_loader(tmp_path):
     from model.data import LoaderConfig, make_loader, split_info
     from pipeline.ingest import ingest
-    from pipeline.synth import synthesize
+    from pipeline.xray.synth import synthesize
 
     synthesize(tmp_path / "raw", positives=20, negatives=60, size_factor=0.2, workers=1)
     ingest(tmp_path / "raw", tmp_path / "manifests", workers=1)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import synth_stats as stats
 from pipeline.classes import CLASSES
-from pipeline.render import Scene, attenuation, colourise, render_scan
-from pipeline.shapes import INORGANIC, METAL, ORGANIC, POLY, part, rect
-from pipeline.synth import (
+from pipeline.xray import real_stats as stats
+from pipeline.xray.render import Scene, attenuation, colourise, render_scan
+from pipeline.xray.shapes import INORGANIC, METAL, ORGANIC, POLY, part, rect
+from pipeline.xray.synth import (
     TEST_SHARE,
     _rank,
     _subset,

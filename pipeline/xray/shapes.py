@@ -1,7 +1,7 @@
 """Parametric objects for the synthetic scans: threats, everyday clutter, metal look-alikes, bags.
 
 Each maker takes a numpy Generator and returns a list of `part`s in local units, long axis about
-x in [-0.5, 0.5]; `pipeline.render.Scene.draw` scales, rotates and foreshortens them. Thickness is in
+x in [-0.5, 0.5]; `pipeline.xray.render.Scene.draw` scales, rotates and foreshortens them. Thickness is in
 the physics' units: about 0.3 is a sheet of cloth, 1-2 a full bottle, 2-4 a steel tool (dark blue).
 Sub-types (pistol or revolver, kitchen or folding knife, ...) are drawn per object.
 """

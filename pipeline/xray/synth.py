@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import synth_stats as stats
 from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.distribute import run_tasks
 from pipeline.hashing import stable_hash
-from pipeline.render import render_scan
+from pipeline.xray import real_stats as stats
+from pipeline.xray.render import render_scan
 
 DEFAULT_POSITIVES = 8_929
 DEFAULT_NEGATIVES = 1_050_302

@@ -16,8 +16,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline import shapes
-from pipeline.shapes import LOOP, POLY
+from pipeline.xray import shapes
+from pipeline.xray.shapes import LOOP, POLY
 
 MU = np.array(
     # attenuation per unit thickness at (low, high) energy; R = 1.33 organic, 1.75 inorganic, 2.4 metal

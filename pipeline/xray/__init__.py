@@ -1,0 +1,1 @@
+"""The X-ray scan generator: physics, shapes, rendering and `pipeline synth`."""
