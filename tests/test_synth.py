@@ -13,7 +13,8 @@ from PIL import Image
 
 from pipeline.classes import CLASSES
 from pipeline.xray import real_stats as stats
-from pipeline.xray.render import Scene, attenuation, colourise, render_scan
+from pipeline.xray.physics import attenuation, colourise
+from pipeline.xray.render import Scene, render_scan
 from pipeline.xray.shapes import INORGANIC, METAL, ORGANIC, POLY, part, rect
 from pipeline.xray.synth import (
     TEST_SHARE,

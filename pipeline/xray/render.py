@@ -1,12 +1,13 @@
 """Render one SIXray-like dual-energy X-ray scan: a bag, its clutter and the threats, as an RGB image.
 
-Physics: every object adds thickness to one of three per-pixel material maps (organic, inorganic,
-metal). Transmission at the two energies is T(E) = exp(-sum_m mu_m(E) t_m), so overlapping objects
-multiply transmissions (add in log space) and stay translucent. Colour follows the scanners' mapping:
-hue from the material ratio R = ln T_low / ln T_high (orange organic, green inorganic, blue metal),
-saturation 1 - m^3 and value 1 - (1 - m)^3 with m the mean transmission, so empty belt is white and
-dense stacks go dark. Shapes are polygons drawn with PIL on small per-object canvases (rotation and
-foreshortening transform the vertices, never an image), then added into the maps with numpy.
+Physics (the formulas live in physics.py, shared with `pipeline tip`): every object adds thickness to
+one of three per-pixel material maps (organic, inorganic, metal). Transmission at the two energies is
+T(E) = exp(-sum_m mu_m(E) t_m), so overlapping objects multiply transmissions (add in log space) and
+stay translucent. Colour follows the scanners' mapping: hue from the material ratio
+R = ln T_low / ln T_high (orange organic, green inorganic, blue metal), saturation 1 - m^3 and value
+1 - (1 - m)^3 with m the mean transmission, so empty belt is white and dense stacks go dark. Shapes are
+polygons drawn with PIL on small per-object canvases (rotation and foreshortening transform the
+vertices, never an image), then added into the maps with numpy.
 
 Everything here is pure: the caller hands in a numpy Generator and gets pixels and boxes back.
 """
@@ -17,49 +18,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.xray import shapes
+from pipeline.xray.physics import attenuation, colourise
 from pipeline.xray.shapes import LOOP, POLY
 
-MU = np.array(
-    # attenuation per unit thickness at (low, high) energy; R = 1.33 organic, 1.75 inorganic, 2.4 metal
-    [[0.40, 0.30], [0.70, 0.40], [1.20, 0.50]],
-    dtype=np.float32,
-)
 LEVELS = 200.0
 """Canvas grey level that stands for an object's thickest part (8-bit canvases, headroom for noise)."""
-
-# ---------------------------------------------------------------- colour
-
-
-def _hue_table() -> np.ndarray:
-    """Hue (PIL's 0-255 scale) per quantised ratio index i, R = 1 + i / 100."""
-    ratio = 1.0 + np.arange(256) / 100.0
-    degrees = np.interp(ratio, [1.0, 1.4, 1.5, 1.65, 1.95, 2.2, 3.5], [24, 30, 95, 128, 165, 215, 235])
-    return np.round(degrees * 255 / 360).astype(np.uint8)
-
-
-_HUE = _hue_table()
-_M = np.arange(256) / 255.0
-_SATURATION = np.round(255 * (1 - _M**3)).astype(np.uint8)
-_VALUE = np.round(255 * (1 - (1 - _M) ** 3)).astype(np.uint8)
-
-
-def attenuation(thickness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """-ln T at (low, high) energy from the (3, H, W) material thickness maps."""
-    low = MU[0, 0] * thickness[0] + MU[1, 0] * thickness[1] + MU[2, 0] * thickness[2]
-    high = MU[0, 1] * thickness[0] + MU[1, 1] * thickness[1] + MU[2, 1] * thickness[2]
-    return low, high
-
-
-def colourise(low: np.ndarray, high: np.ndarray, hue_shift: int = 0) -> Image.Image:
-    """Pseudo-colour RGB image from the two attenuation maps (-ln T_low, -ln T_high)."""
-    ratio = low / np.maximum(high, 1e-6)
-    ratio_index = np.clip((ratio - 1.0) * 100.0, 0, 255).astype(np.uint8)
-    mean_t = (np.exp(-low) + np.exp(-high)) * 0.5
-    m_index = (mean_t * 255.0 + 0.5).astype(np.uint8)
-    hue = (_HUE.astype(np.int16) + hue_shift).clip(0, 255).astype(np.uint8)[ratio_index]
-    bands = [Image.fromarray(a) for a in (hue, _SATURATION[m_index], _VALUE[m_index])]
-    return Image.merge("HSV", bands).convert("RGB")
-
 
 # ---------------------------------------------------------------- the scene
 
