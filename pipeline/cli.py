@@ -123,3 +123,30 @@ def stats_command(manifests, as_json):
 
     report = compute_stats(manifests, full_leakage=as_json)
     click.echo(json.dumps(report, indent=1) if as_json else format_stats(report))
+
+# --- export (pipeline/export.py) ---
+
+
+@main.command("export")
+@click.option("--format", "fmt", type=click.Choice(["coco", "yolo"]), required=True)
+@click.option("--subset", type=click.Choice(["sixray10", "sixray100", "sixray1000"]), required=True,
+              help="Reads MANIFESTS/<subset>.parquet (written by build-shards).")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True)
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), help="Raw root (default: manifest's).")
+def export_command(fmt, subset, out, manifests, raw):
+    """A subset's boxes as COCO JSON (one file per split) or YOLO labels + lists; images not copied."""
+    from pipeline.export import export_subset
+
+    try:
+        s = export_subset(manifests, out, fmt, subset, raw=raw)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{subset} -> {s['out']} ({fmt}): {', '.join(s['files'])}")
+    for split in ("train", "test"):
+        c = s[split]
+        per_class = " ".join(f"{k} {v}" for k, v in c["boxes"].items())
+        skipped = f", {c['skipped_unboxed']} positives without boxes skipped" if c["skipped_unboxed"] else ""
+        click.echo(f"  {split}: {c['images']} images ({c['negatives']} without boxes), "
+                   f"{sum(c['boxes'].values())} boxes ({per_class}); {c['clipped']} clipped, "
+                   f"{c['dropped']} dropped{skipped}")
