@@ -14,6 +14,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from pipeline.errors import DataError, UsageError
+
 
 class Backbone(nn.Module):
     def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int], source: nn.Module,
@@ -119,7 +121,7 @@ def input_sizes(name: str) -> tuple[int, int, int]:
 def build_backbone(name: str, *, transform_input: bool = True) -> Backbone:
     """`transform_input=False` drops the backbone's input transform (checkpoints trained without one)."""
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+        raise UsageError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
     backbone = BACKBONES[name]()
     if not transform_input:
         backbone.input_transform = nn.Identity()
@@ -151,5 +153,5 @@ def load_weights(backbone: Backbone, path: str | Path) -> None:
     missing, unexpected = backbone._source_keys.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
-        raise ValueError(f"{path}: not a state dict for this backbone ({len(missing)} missing keys, e.g. "
+        raise DataError(f"{path}: not a state dict for this backbone ({len(missing)} missing keys, e.g. "
                          f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})")

@@ -18,9 +18,10 @@ from model.config import (
     ModelConfig,
     TrainConfig,
 )
+from pipeline.errors import Commands
 
 
-@click.group()
+@click.group(cls=Commands)
 def main():
     """CHR training, evaluation and the paper's ablation."""
 

@@ -9,6 +9,8 @@ Checkpoints written before a field existed load with the value they were trained
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from pipeline.errors import UsageError
+
 VARIANTS = ("baseline", "h", "hr", "ch", "chr")
 """The paper's ablation (Table 4): h = a classifier per stage, r = refinement, c = class-balanced loss."""
 
@@ -37,7 +39,7 @@ POINTING_FUSE = ("max", "mean")
 
 def _check(name: str, value, valid: tuple) -> None:
     if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        raise UsageError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 @dataclass

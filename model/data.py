@@ -30,6 +30,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.hashing import stable_hash
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,7 +68,7 @@ class Batch(NamedTuple):
         )
 
 
-class ShardError(RuntimeError):
+class ShardError(DataError):
     """A shard is missing, truncated or unreadable; the message names it."""
 
 
@@ -76,10 +77,10 @@ def split_info(shards, split: str, val_fraction: float = 0.0) -> dict:
     shard), "stored" (what each shard holds), plus the run's classes and ratio. "train" and "val" read the
     train shards, keeping the samples out of or in the validation fraction."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UsageError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(shards) / "_info.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run (or finish) `pipeline build-shards`")
+        raise MissingInputError(f"{path}: missing; run (or finish) `pipeline build-shards`")
     info = json.loads(path.read_text())
     entry = info["test" if split == "test" else "train"]
     counts = entry["counts"]
@@ -124,16 +125,16 @@ def held_out_counts(shards: str, names: tuple[str, ...], fraction: float) -> tup
 def make_loader(shards, split: str, cfg: LoaderConfig, *, rank: int = 0, world_size: int = 1, epoch: int = 0):
     """An iterable of Batch over one epoch of `split` for this rank (see the module docstring)."""
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world_size {world_size}")
+        raise UsageError(f"rank {rank} outside world_size {world_size}")
     info = split_info(shards, split, cfg.val_fraction)
     if split == "train" and len(info["shards"]) < world_size:
-        raise ValueError(
+        raise UsageError(
             f"{shards}: train has {len(info['shards'])} shards, fewer than world_size {world_size}; "
             "rebuild with a smaller --shard-size so every rank gets its own shards"
         )
     loaders = {"cpu": CpuLoader, "dali": DaliLoader}
     if cfg.backend not in loaders:
-        raise ValueError(f"unknown loader backend {cfg.backend!r} (cpu | dali)")
+        raise UsageError(f"unknown loader backend {cfg.backend!r} (cpu | dali)")
     return loaders[cfg.backend](Path(shards), split, info, cfg, rank, world_size, epoch)
 
 

@@ -32,6 +32,7 @@ from model.evaluate import FUSED, gather, load_checkpoint, predict, progress_bar
 from model.loss import chr_loss
 from pipeline.atomic import atomic_path, write_bytes, write_json
 from pipeline.classes import CLASSES
+from pipeline.errors import UsageError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -189,7 +190,7 @@ def restore(path: Path, cfg: TrainConfig, device, **parts) -> tuple[int, float, 
     """Load every part's state and the RNGs from a last.pt; return (epochs done, best score, history)."""
     ckpt = load_checkpoint(path, device)
     if train_config_from_dict(ckpt["config"]).model != cfg.model:
-        raise ValueError(f"{path}: its model config differs from this run's; use another out")
+        raise UsageError(f"{path}: its model config differs from this run's; use another out")
     for name, part in parts.items():
         part.load_state_dict(ckpt[name])
     set_rng_state(ckpt["rng"])
@@ -198,7 +199,7 @@ def restore(path: Path, cfg: TrainConfig, device, **parts) -> tuple[int, float, 
 
 def check_selection_split(data, cfg: TrainConfig) -> None:
     if cfg.select_on == "val" and data.split_info(cfg.shards, "val", cfg.held_out)["count"] == 0:
-        raise ValueError(f"{cfg.shards}: --val-fraction {cfg.val_fraction} holds out no train image; "
+        raise UsageError(f"{cfg.shards}: --val-fraction {cfg.val_fraction} holds out no train image; "
                          "raise it, or choose the epoch on the test split with --select-on test")
 
 

@@ -2,8 +2,10 @@
 
 import click
 
+from pipeline.errors import EXIT_DATA, Commands
 
-@click.group()
+
+@click.group(cls=Commands)
 def main():
     """SIXray data pipeline: synth -> ingest -> build-shards -> stats."""
 
@@ -24,21 +26,96 @@ def main():
               help="Images per resumable task.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
 @click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
-def synth_command(out, positives, negatives, size_factor, difficulty, seed, chunk_size, workers, scheduler):
+@click.option("--threats", "threats_out", type=click.Path(file_okay=False),
+              help="Also draw each positive's threats alone (no bag) into this threat library.")
+def synth_command(out, positives, negatives, size_factor, difficulty, seed, chunk_size, workers, scheduler,
+                  threats_out):
     """Write a synthetic SIXray raw dataset (JPEGImage/, Annotation/, ImageSet/) in the real layout."""
     from pipeline.xray.synth import synthesize
 
-    try:
-        s = synthesize(out, positives=positives, negatives=negatives, size_factor=size_factor,
-                       difficulty=difficulty, seed=seed, chunk_size=chunk_size, workers=workers,
-                       scheduler=scheduler)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
+    s = synthesize(out, positives=positives, negatives=negatives, size_factor=size_factor,
+                   difficulty=difficulty, seed=seed, chunk_size=chunk_size, workers=workers,
+                   scheduler=scheduler)
     click.echo(f"{s['out']}: {s['positives']} positives + {s['negatives']} negatives; "
                f"wrote {s['written']} images in {s['seconds']} s ({s['images_per_s']} img/s); "
                f"{s['skipped_chunks']} chunks already done")
     for ratio, splits in s["subsets"].items():
         click.echo(f"  SIXray{ratio:<5} train {splits['train']:>9}  test {splits['test']:>8}")
+    if threats_out:
+        from pipeline.threats import synth_collection
+
+        t = synth_collection(threats_out, positives=positives, seed=seed, size_factor=size_factor,
+                             difficulty=difficulty, chunk_size=chunk_size, workers=workers,
+                             scheduler=scheduler)
+        click.echo(f"threats alone: {t['layers']} layers in {t['collection']}")
+
+# --- threats (pipeline/threats.py) ---
+
+
+@main.command("threats")
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Raw root whose Annotation/ boxes are cut (a user's threat scans too).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Threat library folder.")
+@click.option("--name", help="Collection name in the library (default: the raw folder's name).")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="train", show_default=True,
+              help="Cut the scans of this split of the raw folder's manifest (all: every boxed scan).")
+@click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True,
+              help="Folder of the raw folder's manifest.parquet (pipeline ingest), for the split.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Scans per resumable task.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
+@click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
+def threats_command(raw, out, name, split, manifests, chunk_size, workers, scheduler):
+    """Cut every boxed threat into a transmission layer (the bag behind it divided out); resumable."""
+    from pipeline.threats import build_threats
+
+    try:
+        s = build_threats(raw, out, name=name, split=split, manifests=manifests, chunk_size=chunk_size,
+                          workers=workers, scheduler=scheduler)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    dropped = ", ".join(f"{n} {reason}" for reason, n in s["dropped"].items()) or "none"
+    click.echo(f"{s['collection']}: {s['layers']} layers from {s['boxes']} boxes of {s['scans']} scans "
+               f"({s['skipped_chunks']} chunks already done); dropped: {dropped}")
+    click.echo("  per class: " + ", ".join(f"{c} {n}" for c, n in s["per_class"].items()))
+
+# --- tip (pipeline/tip.py) ---
+
+
+@main.command("tip")
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Raw root whose train-split negatives receive the threats.")
+@click.option("--threats", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Threat library (pipeline threats / pipeline synth --threats).")
+@click.option("--count", type=click.IntRange(1, 9_999_999), required=True, help="TIP scans to write.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Where the TIP scans go, in the real layout (may be --raw itself).")
+@click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True,
+              help="Folder of the raw folder's manifest.parquet (pipeline ingest): our split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-threats", type=click.IntRange(1, 3), default=3, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Scans per resumable task.")
+@click.option("--preview", type=click.Path(dir_okay=False),
+              help="Write a contact sheet PNG of the first 16 TIP scans with their boxes.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
+@click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
+def tip_command(raw, threats, count, out, manifests, seed, max_threats, chunk_size, preview, workers,
+                scheduler):
+    """Threat image projection: N new positives, threats multiplied into train-split negatives."""
+    from pipeline.tip import make_tip
+
+    try:
+        s = make_tip(raw, threats, out, count=count, manifests=manifests, seed=seed, max_threats=max_threats,
+                     chunk_size=chunk_size, preview=preview, workers=workers, scheduler=scheduler)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{s['out']}: {s['count']} TIP scans from {s['negatives']} train negatives and {s['layers']} "
+               f"layers; wrote {s['written']} in {s['seconds']} s ({s['scans_per_s']} scans/s); "
+               f"{s['skipped_chunks']} chunks already done")
+    click.echo("  boxes: " + ", ".join(f"{c} {n}" for c, n in s["boxes"].items()))
+    if preview:
+        click.echo(f"  preview: {preview}")
 
 # --- ingest (pipeline/ingest.py) ---
 
@@ -68,8 +145,13 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
     for status, count in summary["by_status"].items():
         click.echo(f"  {status:<15} {count:>9}")
     click.echo(f"  split: {', '.join(f'{k} {v}' for k, v in summary['by_split'].items())}")
+    for skipped in summary["skipped_label_files"]:
+        click.echo(f"error: {skipped['error']} (file skipped, the others read)", err=True)
     if summary["bad"]:
-        raise SystemExit(1)
+        click.echo(f"error: {summary['bad']} of {summary['total']} ids unusable (statuses above; each row's "
+                   f"error column names the file: pipeline stats lists them)", err=True)
+    if summary["bad"] or summary["skipped_label_files"]:
+        raise SystemExit(EXIT_DATA)
 
 # --- build-shards (pipeline/shards.py) ---
 
@@ -138,10 +220,7 @@ def export_command(fmt, subset, out, manifests, raw):
     """A subset's boxes as COCO JSON (one file per split) or YOLO labels + lists; images not copied."""
     from pipeline.export import export_subset
 
-    try:
-        s = export_subset(manifests, out, fmt, subset, raw=raw)
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
+    s = export_subset(manifests, out, fmt, subset, raw=raw)
     click.echo(f"{subset} -> {s['out']} ({fmt}): {', '.join(s['files'])}")
     for split in ("train", "test"):
         c = s[split]

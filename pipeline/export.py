@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.classes import ALL_CLASSES
+from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.shards import manifest_raw_root
 from pipeline.subsets import RATIOS, SPLITS
 
@@ -43,16 +44,16 @@ def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=Non
     """Export `<manifests>/<subset>.parquet` to `out` as `fmt` (coco | yolo); return per split the images,
     negatives (images without boxes), boxes per class, clipped and dropped boxes and skipped rows."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} ({' | '.join(FORMATS)})")
+        raise UsageError(f"unknown format {fmt!r} ({' | '.join(FORMATS)})")
     if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r} ({' | '.join(SUBSETS)})")
+        raise UsageError(f"unknown subset {subset!r} ({' | '.join(SUBSETS)})")
     source = Path(manifests) / f"{subset}.parquet"
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no subset manifest; run `pipeline build-shards --ratio "
+        raise MissingInputError(f"{source}: no subset manifest; run `pipeline build-shards --ratio "
                                 f"{subset.removeprefix('sixray')}` first")
     raw_root = Path(raw).resolve() if raw else manifest_raw_root(source)
     if fmt == "yolo" and not raw_root.is_dir():
-        raise FileNotFoundError(f"{raw_root}: raw root of {source} is not a folder; pass --raw DIR "
+        raise UsageError(f"{raw_root}: raw root of {source} is not a folder; pass --raw DIR "
                                 "(the YOLO lists hold absolute image paths)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def read_images(source: Path, batch_rows: int):
         for values in zip(*columns, strict=True):
             image = dict(zip(COLUMNS, values, strict=True))
             if image["split"] not in SPLITS:
-                raise ValueError(f"{source}: {image['id']} has split {image['split']!r}, not train or "
+                raise DataError(f"{source}: {image['id']} has split {image['split']!r}, not train or "
                                  "test; rerun `pipeline build-shards`")
             image["boxes"] = image["boxes"] or []
             yield image

@@ -29,14 +29,16 @@ from typing import NamedTuple
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
-from pipeline.labels import build_labels, list_label_files, official_name, read_annotation
-from pipeline.schema import BOX, MANIFEST_SCHEMA, USABLE_STATUSES
+from pipeline.errors import MissingInputError
+from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
+from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES
 from pipeline.split import register_split_hash, split_sql
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file
 
@@ -48,13 +50,13 @@ ROW_GROUP_SIZE = 65_536
 RANGE_ROW_GROUP = 16_384
 """Row group of the labels and splits files, sorted by id: a chunk's id range reads one or two."""
 DUCKDB_MEMORY_LIMIT = "256MB"
-FORMAT = 2
+FORMAT = 3
 """Bump when a part's, the labels' or the manifest's content changes for the same inputs: every key
 holds it, so nothing an older version wrote is reused."""
 CHANGES = ("added", "changed", "removed", "unchanged", "validated")
 
 STATUS_PRIORITY = ("no_image", "duplicate_id", "empty", "not_jpeg", "too_large", "corrupt", "truncated",
-                   "no_label", "label_conflict", "unknown_class", "bad_xml")
+                   "no_label", "bad_label_row", "label_conflict", "unknown_class", "bad_xml")
 """A row with several problems gets the first as its status (the error lists them all): a missing or
 unreadable image outranks label trouble, which outranks annotation trouble."""
 
@@ -281,7 +283,7 @@ def labels_part(raw: Path, work: Path, con: duckdb.DuckDBPyConnection) -> Path:
     stats = [[f.relative_to(raw).as_posix(), s.st_size, s.st_mtime_ns]
              for f in list_label_files(raw) for s in [f.stat()]]
     path = work / f"labels-{_key([FORMAT, str(raw), stats])}.parquet"
-    if not path.exists():
+    if not (path.exists() and summary_path(path).exists()):
         build_labels(raw, path, con=con, row_group_size=RANGE_ROW_GROUP)
     return path
 
@@ -313,7 +315,10 @@ def splits_query(images: str, labels: Path) -> str:
     usable = f"""(SELECT l.id, {", ".join(f"l.{c}" for c in CLASSES)}
         FROM {images} i JOIN read_parquet({_sql_text(labels)}) l ON i.id = l.id
         WHERE len(i.file_problems) = 0 AND len(i.xml_problems) = 0 AND len(l.problems) = 0)"""
-    return f"{split_sql(usable)} ORDER BY id"
+    # TIP scans are train, always, and left out of the rule: the real rows' split does not move.
+    tip = f"starts_with(id, {_sql_text(TIP_PREFIX)})"
+    real = f"(SELECT * FROM {usable} WHERE NOT {tip})"
+    return f"{split_sql(real)} UNION ALL SELECT id, 'train' AS split FROM {usable} WHERE {tip} ORDER BY id"
 
 
 def range_queries(work: Path, parts: list[dict], labels: Path, splits: Path) -> Iterator[str]:
@@ -390,10 +395,11 @@ def write_row_groups(batches: Iterator[pa.RecordBatch], path: Path, raw: Path) -
     """Write the batches as Parquet in fixed-size row groups, whatever the batches' sizes (so the bytes
     depend only on the rows), atomically."""
     schema = MANIFEST_SCHEMA.with_metadata({"raw_root": str(raw)})
+    source = folder_source(raw)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         pending = MANIFEST_SCHEMA.empty_table()  # rows read but not yet written, fewer than a row group
         for batch in batches:
-            pending = pa.concat_tables([pending, _conform(pa.Table.from_batches([batch]))])
+            pending = pa.concat_tables([pending, _conform(pa.Table.from_batches([batch]), source)])
             while len(pending) >= ROW_GROUP_SIZE:
                 writer.write_table(pending.slice(0, ROW_GROUP_SIZE))
                 pending = pending.slice(ROW_GROUP_SIZE)
@@ -401,8 +407,15 @@ def write_row_groups(batches: Iterator[pa.RecordBatch], path: Path, raw: Path) -
             writer.write_table(pending)
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _conform(table: pa.Table, source: str) -> pa.Table:
+    tip = pc.starts_with(table["id"], TIP_PREFIX).fill_null(False)
+    table = table.append_column("source", pc.if_else(tip, "tip", source))
     return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+
+
+def folder_source(raw: Path) -> str:
+    """The `source` of the folder's non-TIP scans: 'synth' where `pipeline synth` wrote it, else 'real'."""
+    return "synth" if (Path(raw) / ".synth" / "params.json").exists() else "real"
 
 
 def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler=None,
@@ -415,7 +428,7 @@ def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler
     """
     raw, out_dir = Path(raw).resolve(), Path(out_dir)
     if not (raw / IMAGE_DIR).is_dir():
-        raise FileNotFoundError(f"{raw}: no {IMAGE_DIR}/ folder; is this a SIXray raw root?")
+        raise MissingInputError(f"{raw}: no {IMAGE_DIR}/ folder; is this a SIXray raw root?")
     work = out_dir / "_ingest"
     remove_stale_temp(out_dir, work)
     settings = {"format": FORMAT, "raw": str(raw), "max_pixels": max_pixels}
@@ -425,7 +438,8 @@ def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler
     manifest_key, labels, written = make_manifest(raw, out_dir, work, parts, seed, last_run)
     write_json(work / "state.json", {"settings": settings, "parts": parts, "manifest_key": manifest_key,
                                      "outputs": output_stats(out_dir)})
-    remove_unused(work, {part_path(work, p["key"]).name for p in parts} | {labels.name})
+    keep = {part_path(work, p["key"]).name for p in parts} | {labels.name, summary_path(labels).name}
+    remove_unused(work, keep)
     summary = json.loads((out_dir / "manifest.summary.json").read_text())
     return {**summary, **changes, "manifest_written": written}
 
@@ -437,12 +451,13 @@ def make_manifest(raw: Path, out_dir: Path, work: Path, parts: list[dict], seed:
     # Spill to disk rather than grow: labels, splits and the per-range joins stay bounded at 1.06M ids.
     with spilling_connection(work / "duckdb-spill", DUCKDB_MEMORY_LIMIT) as con:
         labels = labels_part(raw, work, con)
-        key = _key([FORMAT, seed, str(raw), [p["key"] for p in parts], labels.name])
+        key = _key([FORMAT, seed, str(raw), [p["key"] for p in parts], labels.name, MANIFEST_SCHEMA.names,
+                    folder_source(raw)])
         if key == last_run.get("manifest_key") and output_stats(out_dir) == last_run.get("outputs"):
             return key, labels, False
         register_split_hash(con, seed)
         write_manifest(con, work, parts, labels, out_dir / "manifest.parquet", raw)
-        label_files = [official_name(raw, f) for f in list_label_files(raw)]
+        label_files = read_labels_summary(labels)
         write_json(out_dir / "manifest.summary.json", summarise(con, out_dir / "manifest.parquet", seed,
                                                                 label_files))
     return key, labels, True
@@ -469,7 +484,7 @@ def output_stats(out_dir: Path) -> list | None:
 
 def remove_unused(work: Path, keep: set[str]) -> None:
     """Delete the parts and labels the current state does not list (and older versions' chunk files)."""
-    for pattern in ("images-*", "labels*.parquet"):
+    for pattern in ("images-*", "labels*.parquet", "labels*.json"):
         for path in work.glob(pattern):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -482,8 +497,9 @@ def remove_stale_temp(out_dir: Path, work: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_files: list[str]) -> dict:
-    """Counts per status and split: small, deterministic (no timings), written after the manifest."""
+def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_files: dict) -> dict:
+    """Counts per status and split, the label files read and those skipped (`skipped_label_files`,
+    each {'file', 'error'}): small, deterministic (no timings), written after the manifest."""
     rows = con.execute(f"SELECT status, split, count(*) FROM read_parquet({_sql_text(manifest)}) "
                        "GROUP BY ALL ORDER BY ALL").fetchall()
     by_status, by_split = Counter(), Counter()
@@ -492,5 +508,6 @@ def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_f
         by_split[split or "none"] += n
     total = sum(by_status.values())
     usable = sum(by_status[s] for s in USABLE_STATUSES)
-    return {"total": total, "usable": usable, "bad": total - usable, "seed": seed, "label_files": label_files,
+    return {"total": total, "usable": usable, "bad": total - usable, "seed": seed,
+            "label_files": label_files["label_files"], "skipped_label_files": label_files["skipped_files"],
             "by_status": dict(sorted(by_status.items())), "by_split": dict(sorted(by_split.items()))}

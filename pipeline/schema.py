@@ -31,6 +31,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("split", pa.string()),  # our split: 'train' | 'test'; null where the row is unusable
         ("status", pa.string()),  # one of STATUSES
         ("error", pa.string()),  # human-readable detail naming the file; null when status is 'ok'
+        ("source", pa.string()),  # one of SOURCES; null in manifests written before the column existed
     ]
 )
 
@@ -49,10 +50,17 @@ STATUSES = {
     "duplicate_id": "two or more files share the id",
     "no_image": "label row without an image",
     "no_label": "image without a label row",
+    "bad_label_row": "a label row with the wrong number of fields or a value other than 1, 0, -1",
     "label_conflict": "label rows for the id disagree",
     "unknown_class": "a class name that is not in the vocabulary",
     "bad_xml": "malformed annotation XML",
 }
+
+SOURCES = ("real", "synth", "tip")
+"""Where a scan comes from: a scanner ('real'), `pipeline synth` (its folder holds `.synth/params.json`)
+or `pipeline tip` (ids starting with TIP_PREFIX); ingest sets it."""
+TIP_PREFIX = "T"
+"""TIP scan ids are 'T' + 7 digits (`pipeline tip`); the release's are 'P' + 5 and 'N' + 7 digits."""
 
 USABLE_STATUSES = ("ok", "no_boxes")
 """Rows with these statuses go into subsets and shards; every other status is excluded and reported."""

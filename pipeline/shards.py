@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, write_bytes, write_json
 from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
+from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
 
 MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
@@ -57,7 +58,7 @@ def build_shards(
     subset = Path(manifests) / f"sixray{ratio}.parquet"
     shard_dir = Path(out) / f"sixray{ratio}"
     if not manifest.exists():
-        raise FileNotFoundError(f"{manifest}: no manifest; run `pipeline ingest` first")
+        raise MissingInputError(f"{manifest}: no manifest; run `pipeline ingest` first")
     summary = build_subset(manifest, subset, cfg)
     raw_root = Path(raw) if raw else manifest_raw_root(manifest)
     shards = read_plan(subset)
@@ -94,7 +95,7 @@ def build_shards(
 def manifest_raw_root(manifest: Path) -> Path:
     metadata = pq.read_schema(manifest).metadata or {}
     if b"raw_root" not in metadata:
-        raise ValueError(f"{manifest}: no raw_root in the Parquet metadata; pass --raw DIR")
+        raise UsageError(f"{manifest}: no raw_root in the Parquet metadata; pass --raw DIR")
     return Path(metadata[b"raw_root"].decode())
 
 
@@ -152,7 +153,7 @@ def write_shard(task: ShardTask) -> dict:
     rows = rows.sort_by("order").to_pylist()
     ids = [r["id"] for r in rows]
     if (len(ids), planned_ids_md5(ids)) != (task.count, task.ids_md5):
-        raise RuntimeError(
+        raise DataError(
             f"{task.subset}: shard {task.name} rows changed since planning; rerun build-shards"
         )
     tar_path = out / f"{task.name}.tar"
@@ -228,9 +229,9 @@ def tar_header(name: str, size: int) -> bytes:
     """A GNU tar header for a regular file: the template with the name, size and checksum filled in."""
     encoded = name.encode()
     if len(encoded) >= 100:
-        raise ValueError(f"{name}: member name over 99 bytes; SIXray ids are short, is the id column wrong?")
+        raise DataError(f"{name}: member name over 99 bytes; SIXray ids are short, is the id column wrong?")
     if size >= 8**11:
-        raise ValueError(f"{name}: {size} bytes is over the 8 GiB a plain tar header holds")
+        raise DataError(f"{name}: {size} bytes is over the 8 GiB a plain tar header holds")
     size_field = b"%011o\x00" % size
     header = bytearray(HEADER_TEMPLATE)
     header[0 : len(encoded)] = encoded
@@ -247,7 +248,7 @@ def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, byte
         jpeg = f.read()
     digest = hashlib.sha256(jpeg).hexdigest()
     if digest != row["checksum"]:
-        raise ValueError(
+        raise DataError(
             f"{path}: sha256 {digest} differs from the manifest's {row['checksum']}; re-run ingest"
         )
     labels = [int(row[c] == 1) for c in CLASSES]

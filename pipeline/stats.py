@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.classes import CLASSES
+from pipeline.errors import MissingInputError
 from pipeline.schema import USABLE_STATUSES
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
@@ -29,7 +30,7 @@ def manifest_files(manifests_dir: Path) -> dict[str, Path]:
     manifests_dir = Path(manifests_dir)
     main = manifests_dir / "manifest.parquet"
     if not main.is_file():
-        raise FileNotFoundError(f"{main}: no manifest; run `pipeline ingest` first")
+        raise MissingInputError(f"{main}: no manifest; run `pipeline ingest` first")
     subsets = sorted(manifests_dir.glob("sixray*.parquet"),
                      key=lambda p: (int(m[1]) if (m := re.fullmatch(r"sixray(\d+)", p.stem)) else 0, p.name))
     return {"manifest": main, **{p.stem: p for p in subsets}}

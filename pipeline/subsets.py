@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.classes import ALL_CLASSES, CLASSES
+from pipeline.errors import DataError, UsageError
 from pipeline.hashing import stable_hashes
 from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, USABLE_STATUSES
 
@@ -47,7 +48,7 @@ def read_keys(manifest: Path, cfg: SubsetConfig) -> dict:
     label matrix, hammer flags and byte sizes. Streamed a batch at a time; boxes, checksums and errors
     are never read."""
     if cfg.split_source not in ("ours", "official"):
-        raise ValueError(f"unknown split source {cfg.split_source!r} (ours | official)")
+        raise UsageError(f"unknown split source {cfg.split_source!r} (ours | official)")
     columns = ["id", "status", "bytes", *ALL_CLASSES, "split" if cfg.split_source == "ours" else "official"]
     parts, rows, start = [], [], 0
     for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=columns):
@@ -78,9 +79,9 @@ def check_splits(manifest: Path, keys: dict, cfg: SubsetConfig) -> None:
     missing = keys["splits"] < 0
     if cfg.split_source == "ours" and missing.any():
         examples = keys["ids"].take(np.flatnonzero(missing)[:3]).to_pylist()
-        raise ValueError(f"{manifest}: usable rows without a train/test split, e.g. {examples}")
+        raise DataError(f"{manifest}: usable rows without a train/test split, e.g. {examples}")
     if cfg.split_source == "official" and missing.all():
-        raise ValueError(f"{manifest}: the label files give no ImageSet/{cfg.ratio}/train* or test* "
+        raise DataError(f"{manifest}: the label files give no ImageSet/{cfg.ratio}/train* or test* "
                          "memberships")
 
 
@@ -91,7 +92,7 @@ def check_sorted_ids(manifest: Path, ids: pa.Array) -> None:
     if not ascending.all():
         bad = int(np.flatnonzero(~ascending)[0])
         pair = ids.slice(bad, 2).to_pylist()
-        raise ValueError(f"{manifest}: ids not strictly increasing at row {bad} ({pair[0]!r}, {pair[1]!r}): "
+        raise DataError(f"{manifest}: ids not strictly increasing at row {bad} ({pair[0]!r}, {pair[1]!r}): "
                          "duplicate or unsorted ids; rerun `pipeline ingest`")
 
 
@@ -116,7 +117,7 @@ def official_splits(manifest: Path, batch: pa.RecordBatch, ratio: int) -> np.nda
     both = found.all(axis=1)
     if both.any():
         image_id = batch["id"][int(np.flatnonzero(both)[0])].as_py()
-        raise ValueError(f"{manifest}: {image_id} is in both train and test of ImageSet/{ratio}")
+        raise DataError(f"{manifest}: {image_id} is in both train and test of ImageSet/{ratio}")
     return np.where(found[:, 0], 0, np.where(found[:, 1], 1, -1)).astype(np.int8)
 
 
@@ -227,7 +228,7 @@ def shard_numbers(sizes: np.ndarray, cfg: SubsetConfig) -> np.ndarray:
 def build_subset(manifest: Path, out: Path, cfg: SubsetConfig) -> dict:
     """Select the subset, plan its shards and write `out` (SUBSET_SCHEMA, sorted by split then order)."""
     if cfg.ratio not in RATIOS:
-        raise ValueError(f"ratio must be one of {RATIOS}, got {cfg.ratio}")
+        raise UsageError(f"ratio must be one of {RATIOS}, got {cfg.ratio}")
     keys = read_keys(manifest, cfg)
     rows, summary = select(keys, cfg)
     planned = plan(keys, rows, cfg)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.labels import LabelFileError, build_labels
+from pipeline.labels import build_labels
 from pipeline.validate import inspect_bytes
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
@@ -68,7 +68,7 @@ EXPECTED = {
     "P00014": "no_boxes",  # XML whose objects have empty fields
     "P00018": "no_boxes",  # no XML at all
     "P00015": "label_conflict",
-    "P00023": "label_conflict",  # a label cell that is not 1, 0 or -1
+    "P00023": "bad_label_row",  # a label cell that is not 1, 0 or -1
     "P00016": "ok",  # named 'P00016.jpg' in the CSV
     "P00017": "ok",  # lower-case CSV header
     "P00019": "ok",  # knife plus a Hammer box
@@ -163,7 +163,8 @@ def test_errors_name_the_file_and_problem(bad_run, bad_raw):
     assert rows["P00018"]["error"] == "positive without Annotation/P00018.xml"
     assert rows["P00015"]["error"] == \
         "label files disagree on Gun (-1/1): ImageSet/10/train.csv, ImageSet/extra/test_new.csv"
-    assert rows["P00023"]["error"] == "label values not 1, 0 or -1: 'yes' for Knife in ImageSet/10/train.csv"
+    assert rows["P00023"]["error"] == \
+        "bad label row: ImageSet/10/train.csv line 19: 'yes' for Knife (valid: 1, 0, -1)"
     assert all(r["error"] is None for r in rows.values() if r["status"] == "ok")
 
 
@@ -200,13 +201,21 @@ def test_truncation_vs_corruption_at_every_cut():
     assert inspect_bytes(b"hello")["status"] == "not_jpeg"
 
 
-def test_unreadable_label_file_is_a_clear_error(tmp_path):
+def test_unreadable_label_files_are_skipped_and_named(tmp_path):
     (tmp_path / "ImageSet").mkdir()
-    bad = tmp_path / "ImageSet" / "train.csv"
-    bad.write_text("id,Gun,Knife\nP00001,1,-1\n")
-    with pytest.raises(LabelFileError, match="train.csv: first header column must be 'name'"):
-        build_labels(tmp_path, tmp_path / "labels.parquet")
-    bad.write_text("name,Gun,Knife\nP00001,1,-1\n")
-    with pytest.raises(LabelFileError, match="lacks the class column.*Wrench, Pliers, Scissors"):
-        build_labels(tmp_path, tmp_path / "labels.parquet")
-    assert not list(tmp_path.glob("*.parquet*")), "no output, not even a temp file"
+    good = tmp_path / "ImageSet" / "good.csv"
+    good.write_text(HEADER + "\n" + row("P00001", 1, -1, -1, -1, -1) + "\n")
+    cases = {"a.csv": "id,Gun,Knife\nP00001,1,-1\n", "b.csv": "name,Gun,Knife\nP00001,1,-1\n",
+             "c.csv": "", "d.csv": HEADER.replace(",", ";") + "\nP00001;1;-1;-1;-1;-1\n"}
+    for name, text in cases.items():
+        (tmp_path / "ImageSet" / name).write_text(text)
+    summary = build_labels(tmp_path, tmp_path / "labels.parquet")
+    errors = {s["file"]: s["error"] for s in summary["skipped_files"]}
+    assert list(errors) == [f"ImageSet/{n}" for n in cases]
+    assert errors["ImageSet/a.csv"].endswith("a.csv: first header column must be 'name', got ['id', 'Gun', 'Knife']")
+    assert errors["ImageSet/b.csv"].endswith("b.csv: header lacks the class column(s) Wrench, Pliers, Scissors")
+    assert "c.csv: empty file" in errors["ImageSet/c.csv"]
+    assert errors["ImageSet/d.csv"].endswith("d.csv: columns separated by ';'; SIXray label files use commas")
+    rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert [(r["id"], r["gun"], r["official"]) for r in rows] == [("P00001", 1, ["good"])]
+    assert not list(tmp_path.glob(".*")), "no temp files or row folders left"

@@ -143,7 +143,7 @@ def test_disk_full_mid_write_keeps_earlier_outputs(tmp_path, monkeypatch):
             ingest(raw, out, workers=1, chunk_size=4)
     assert output_bytes(out) == before, "the previous manifest is intact"
     assert not list(out.rglob(".*.tmp-*")), "no temp files left behind"
-    assert len(untouched) == 5, "3 parts, labels, state"
+    assert len(untouched) == 6, "3 parts, labels and their summary, state"
     assert all(p.read_bytes() == data for p, data in untouched.items()), "the last run's files are intact"
     ingest(raw, out, workers=1, chunk_size=4)
     assert "N0000009" in manifest_rows(out)

@@ -22,6 +22,7 @@ import numpy as np
 from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.distribute import run_tasks
+from pipeline.errors import UsageError
 from pipeline.hashing import stable_hash
 from pipeline.xray import real_stats as stats
 from pipeline.xray.render import render_scan
@@ -313,17 +314,17 @@ def synthesize(
 
 def _check(positives, negatives, size_factor, difficulty, chunk_size):
     if not 0 <= positives <= 99_999:
-        raise ValueError(f"positives must be in 0..99999 (5-digit ids), got {positives}")
+        raise UsageError(f"positives must be in 0..99999 (5-digit ids), got {positives}")
     if not 0 <= negatives <= 9_999_999:
-        raise ValueError(f"negatives must be in 0..9999999 (7-digit ids), got {negatives}")
+        raise UsageError(f"negatives must be in 0..9999999 (7-digit ids), got {negatives}")
     if positives + negatives == 0:
-        raise ValueError("nothing to write: positives and negatives are both 0")
+        raise UsageError("nothing to write: positives and negatives are both 0")
     if not 0 < size_factor <= 4:
-        raise ValueError(f"size factor must be in (0, 4], got {size_factor}")
+        raise UsageError(f"size factor must be in (0, 4], got {size_factor}")
     if not 0 <= difficulty <= 1:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+        raise UsageError(f"difficulty must be in [0, 1], got {difficulty}")
     if chunk_size < 1:
-        raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
+        raise UsageError(f"chunk size must be at least 1, got {chunk_size}")
 
 
 def _claim(out: Path, params: dict) -> None:
@@ -332,7 +333,7 @@ def _claim(out: Path, params: dict) -> None:
     if path.exists():
         previous = json.loads(path.read_text())
         if previous != params:
-            raise ValueError(f"{path}: {out} was synthesised with {previous}, not {params}; use a new --out")
+            raise UsageError(f"{path}: {out} was synthesised with {previous}, not {params}; use a new --out")
         return
     write_json(path, params)
 

@@ -1,0 +1,100 @@
+"""Errors a user can act on, the exit codes, and the click group that turns any error into one line.
+
+Stage functions raise `DataError` (a bad input file: it names the file and, where there is one, the
+line), `UsageError` (a wrong flag, folder or order of commands) or `MissingInputError`; they subclass
+ValueError / FileNotFoundError so callers that catch those keep working. `Commands` ends every command
+with one `error: ...` line on stderr and the exit code below, never a traceback; `--debug` or
+SIXRAY_DEBUG=1 shows the traceback (for us, and for bug reports).
+"""
+
+import errno
+import os
+import sys
+from concurrent.futures.process import BrokenProcessPool
+
+import click
+
+EXIT_DATA = 1
+"""A data problem: bad input files or rows (reported, the rest of the work done), a full disk."""
+EXIT_USAGE = 2
+"""A usage error: a wrong flag or path, or commands run out of order (click uses 2 for its own)."""
+EXIT_BUG = 3
+"""An internal error: a bug; rerun with --debug and report the traceback."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as shells report it); finished work is kept and a rerun resumes."""
+
+DEBUG_ENV = "SIXRAY_DEBUG"
+
+
+class SixrayError(Exception):
+    """An error the user can act on: printed as its message alone, exit code `exit_code`."""
+
+    exit_code = EXIT_DATA
+
+
+class DataError(SixrayError, ValueError):
+    """Input data that cannot be used: an unreadable label file, checkpoint or shard."""
+
+
+class UsageError(SixrayError, ValueError):
+    """A wrong flag or value, a folder that is not what the command needs, commands out of order."""
+
+    exit_code = EXIT_USAGE
+
+
+class MissingInputError(UsageError, FileNotFoundError):
+    """A file or folder the command needs does not exist (yet): the message says which command makes it."""
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an exception that ends a command."""
+    if isinstance(exc, SixrayError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted; finished work is kept: rerun the same command to resume"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return EXIT_DATA, f"disk full{where}; nothing finished was lost: free space and rerun to resume"
+    if isinstance(exc, PermissionError):
+        return EXIT_USAGE, f"permission denied: {exc.filename or exc}"
+    if isinstance(exc, FileNotFoundError):
+        return EXIT_USAGE, f"no such file or folder: {exc.filename}" if exc.filename else str(exc)
+    if isinstance(exc, MemoryError):
+        return EXIT_DATA, "out of memory; use fewer --workers or a smaller --batch-size"
+    if isinstance(exc, BrokenProcessPool):
+        return EXIT_DATA, "a worker process died (killed, or out of memory?); rerun to resume"
+    if isinstance(exc, OSError):
+        return EXIT_DATA, str(exc)
+    return EXIT_BUG, (f"internal error ({type(exc).__name__}: {exc}); this is a bug: rerun with --debug "
+                      "and report the traceback")
+
+
+def debug_requested(ctx: click.Context) -> bool:
+    return bool(ctx.meta.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _remember_debug(ctx: click.Context, _param, value: bool) -> None:
+    ctx.meta["debug"] = value
+
+
+class Commands(click.Group):
+    """A click group whose commands end any error with one line on stderr and a documented exit code."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_remember_debug,
+                                        help=f"Show the traceback of an error (or set {DEBUG_ENV}=1)."))
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except BaseException as exc:
+            if debug_requested(ctx):
+                raise
+            code, message = describe(exc)
+            sys.stdout.flush()
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)
