@@ -135,6 +135,8 @@ def train_command(ctx, resume, **kw):
               help="also count a peak within this many pixels of a box as a hit (default: the checkpoint's)")
 @click.option("--overlays", type=int, default=6, show_default=True, help="CAM overlay PNGs to write")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON instead of tables")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
 def eval_command(checkpoint, out, as_json, **kw):
     """Per-class AP, mAP and pointing accuracy per stage and fused (paper Tables 2-3), with plots and every
     image's scores in predictions.parquet."""

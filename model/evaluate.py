@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from model.checkpoint import load_checkpoint
 from model.chr import STAGE_NAMES
 from model.metrics import box_class, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
 from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
@@ -280,15 +281,11 @@ def save_figure(fig, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> dict:
-    """Our own checkpoints (trusted): they hold numpy RNG state, hence weights_only=False."""
-    return torch.load(path, map_location=device, weights_only=False)
-
-
 def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | Path | None = None, *,
                         batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
                         test_size: int | None = None, pointing_fuse: str | None = None,
-                        pointing_tolerance: float | None = None, overlays: int = 6, data=None) -> dict:
+                        pointing_tolerance: float | None = None, overlays: int = 6, data=None,
+                        trust_checkpoint: bool = False) -> dict:
     """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report.
     Unset sizes and pointing settings are the checkpoint's training config's."""
     from model.chr import build_model
@@ -298,7 +295,7 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | P
     if data is None:
         import model.data as data
     device = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, trust=trust_checkpoint)
     tcfg = train_config_from_dict(ckpt["config"])
     model = build_model(tcfg.model)
     model.load_state_dict(ckpt["model"])

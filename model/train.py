@@ -11,7 +11,6 @@ best.pt, and test.json (the selected epoch's test summary, written last: the run
 """
 
 import csv
-import io
 import os
 import random
 import time
@@ -26,11 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.backbones import load_weights
+from model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
-from model.evaluate import FUSED, gather, load_checkpoint, predict, progress_bar, summarise
+from model.evaluate import FUSED, gather, predict, progress_bar, summarise
 from model.loss import chr_loss
-from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import CLASSES
 from pipeline.errors import UsageError
 
@@ -52,27 +52,6 @@ def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world_size, device
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes(path, buf.getvalue())
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:

@@ -212,8 +212,10 @@ def test_unreadable_label_files_are_skipped_and_named(tmp_path):
     summary = build_labels(tmp_path, tmp_path / "labels.parquet")
     errors = {s["file"]: s["error"] for s in summary["skipped_files"]}
     assert list(errors) == [f"ImageSet/{n}" for n in cases]
-    assert errors["ImageSet/a.csv"].endswith("a.csv: first header column must be 'name', got ['id', 'Gun', 'Knife']")
-    assert errors["ImageSet/b.csv"].endswith("b.csv: header lacks the class column(s) Wrench, Pliers, Scissors")
+    assert errors["ImageSet/a.csv"].endswith(
+        "a.csv: first header column must be 'name', got ['id', 'Gun', 'Knife']")
+    assert errors["ImageSet/b.csv"].endswith(
+        "b.csv: header lacks the class column(s) Wrench, Pliers, Scissors")
     assert "c.csv: empty file" in errors["ImageSet/c.csv"]
     assert errors["ImageSet/d.csv"].endswith("d.csv: columns separated by ';'; SIXray label files use commas")
     rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
