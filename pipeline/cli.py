@@ -69,11 +69,8 @@ def threats_command(raw, out, name, split, manifests, chunk_size, workers, sched
     """Cut every boxed threat into a transmission layer (the bag behind it divided out); resumable."""
     from pipeline.threats import build_threats
 
-    try:
-        s = build_threats(raw, out, name=name, split=split, manifests=manifests, chunk_size=chunk_size,
-                          workers=workers, scheduler=scheduler)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
+    s = build_threats(raw, out, name=name, split=split, manifests=manifests, chunk_size=chunk_size,
+                      workers=workers, scheduler=scheduler)
     dropped = ", ".join(f"{n} {reason}" for reason, n in s["dropped"].items()) or "none"
     click.echo(f"{s['collection']}: {s['layers']} layers from {s['boxes']} boxes of {s['scans']} scans "
                f"({s['skipped_chunks']} chunks already done); dropped: {dropped}")
@@ -105,11 +102,8 @@ def tip_command(raw, threats, count, out, manifests, seed, max_threats, chunk_si
     """Threat image projection: N new positives, threats multiplied into train-split negatives."""
     from pipeline.tip import make_tip
 
-    try:
-        s = make_tip(raw, threats, out, count=count, manifests=manifests, seed=seed, max_threats=max_threats,
-                     chunk_size=chunk_size, preview=preview, workers=workers, scheduler=scheduler)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
+    s = make_tip(raw, threats, out, count=count, manifests=manifests, seed=seed, max_threats=max_threats,
+                 chunk_size=chunk_size, preview=preview, workers=workers, scheduler=scheduler)
     click.echo(f"{s['out']}: {s['count']} TIP scans from {s['negatives']} train negatives and {s['layers']} "
                f"layers; wrote {s['written']} in {s['seconds']} s ({s['scans_per_s']} scans/s); "
                f"{s['skipped_chunks']} chunks already done")
@@ -167,10 +161,12 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--shard-bytes", type=click.IntRange(min=1), default=256 * 2**20, show_default=True)
 @click.option("--positives-per-class", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--exclude-source", "exclude_sources", type=click.Choice(["real", "synth", "tip"]),
+              multiple=True, help="Leave out the rows of this source (repeatable); tip: no TIP scans.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
 @click.option("--scheduler", help="Dask scheduler address: run the shard tasks on that cluster.")
 def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_size, shard_bytes,
-                         positives_per_class, workers, scheduler):
+                         positives_per_class, exclude_sources, workers, scheduler):
     """Write manifests/sixray<N>.parquet and shards/sixray<N>/ (tar + DALI index + stats); resumable."""
     import json
     from pathlib import Path
@@ -180,14 +176,15 @@ def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_s
     result = build_shards(Path(manifests), Path(out), int(ratio), raw=raw and Path(raw),
                           split_source=split_source, seed=seed, shard_size=shard_size,
                           shard_bytes=shard_bytes, positives_per_class=positives_per_class,
-                          workers=workers, scheduler=scheduler)
+                          exclude_sources=exclude_sources, workers=workers, scheduler=scheduler)
     click.echo(f"sixray{ratio}: {result['shards']} shards ({result['written']} written, "
                f"{result['skipped']} already done)")
     for split in ("train", "test"):
         sel = result["selection"][split]
         short = f", {sel['negatives_short']} fewer negatives than wanted" if sel["negatives_short"] else ""
+        tip = f", {sel['tip']} TIP scans" if sel.get("tip") else ""
         click.echo(f"  {split}: {result[split]['count']} images ({sel['positives']} positives, "
-                   f"{sel['negatives']} negatives{short}); per class {json.dumps(sel['per_class'])}")
+                   f"{sel['negatives']} negatives{short}{tip}); per class {json.dumps(sel['per_class'])}")
 
 # --- stats (pipeline/stats.py) ---
 

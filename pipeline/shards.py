@@ -49,11 +49,14 @@ def build_shards(
     shard_size: int = 1000,
     shard_bytes: int = 256 * 2**20,
     positives_per_class: int = 1000,
+    exclude_sources: tuple[str, ...] = (),
     workers: int | None = None,
     scheduler=None,
 ) -> dict:
-    """Write manifests/sixray<ratio>.parquet and the shards of that subset; skip shards already done."""
-    cfg = SubsetConfig(ratio, seed, split_source, positives_per_class, shard_size, shard_bytes)
+    """Write manifests/sixray<ratio>.parquet and the shards of that subset; skip shards already done.
+    exclude_sources: leave out rows of these sources (e.g. ('tip',): the subset without TIP scans)."""
+    cfg = SubsetConfig(ratio, seed, split_source, positives_per_class, shard_size, shard_bytes,
+                       tuple(sorted(exclude_sources)))
     manifest = Path(manifests) / "manifest.parquet"
     subset = Path(manifests) / f"sixray{ratio}.parquet"
     shard_dir = Path(out) / f"sixray{ratio}"
@@ -84,6 +87,7 @@ def build_shards(
         "ratio": ratio,
         "seed": seed,
         "split_source": split_source,
+        "exclude_sources": sorted(exclude_sources),
         "classes": list(CLASSES),
         "selection": summary,
         **{split: split_entry(shards, split) for split in SPLITS},

@@ -40,19 +40,26 @@ class SubsetConfig:
     positives_per_class: int = 1000  # SIXray1000 only
     shard_size: int = 1000
     shard_bytes: int = 256 * 2**20
+    exclude_sources: tuple[str, ...] = ()  # rows of these sources (schema.SOURCES) are left out
 
 
 def read_keys(manifest: Path, cfg: SubsetConfig) -> dict:
     """Narrow key columns of the usable rows as arrays, a few bytes an id: ids (Arrow strings), each
     row's position in the manifest, split codes (0 train, 1 test, -1 none; from cfg.split_source),
-    label matrix, hammer flags and byte sizes. Streamed a batch at a time; boxes, checksums and errors
-    are never read."""
+    label matrix, hammer flags, byte sizes and TIP flags (source 'tip'). Streamed a batch at a time; boxes,
+    checksums and errors are never read. Rows of cfg.exclude_sources count as unusable; a manifest from
+    before the source column has none."""
     if cfg.split_source not in ("ours", "official"):
         raise UsageError(f"unknown split source {cfg.split_source!r} (ours | official)")
     columns = ["id", "status", "bytes", *ALL_CLASSES, "split" if cfg.split_source == "ours" else "official"]
+    has_source = "source" in pq.read_schema(manifest).names
+    columns += ["source"] * has_source
     parts, rows, start = [], [], 0
     for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=columns):
         usable = pc.is_in(batch["status"], pa.array(USABLE_STATUSES)).to_numpy(zero_copy_only=False)
+        if has_source and cfg.exclude_sources:
+            excluded = pc.is_in(batch["source"], pa.array(cfg.exclude_sources, pa.string()))
+            usable &= ~excluded.fill_null(False).to_numpy(zero_copy_only=False)
         rows.append(start + np.flatnonzero(usable))
         start += len(batch)
         batch = batch.filter(pa.array(usable))
@@ -66,8 +73,10 @@ def read_keys(manifest: Path, cfg: SubsetConfig) -> dict:
             "labels": np.stack([batch[c].fill_null(0).to_numpy() for c in CLASSES], axis=1).astype(np.int8),
             "hammer": batch["hammer"].fill_null(0).to_numpy() == 1,
             "bytes": batch["bytes"].to_numpy(),
+            "tip": (pc.equal(batch["source"], "tip").fill_null(False).to_numpy(zero_copy_only=False)
+                    if has_source else np.zeros(len(batch), dtype=bool)),
         })
-    keys = {k: np.concatenate([p[k] for p in parts]) for k in ("splits", "labels", "hammer", "bytes")}
+    keys = {k: np.concatenate([p[k] for p in parts]) for k in ("splits", "labels", "hammer", "bytes", "tip")}
     keys["ids"] = pa.concat_arrays([p["ids"] for p in parts]) if parts else pa.array([], pa.string())
     check_sorted_ids(manifest, keys["ids"])
     check_splits(manifest, keys, cfg)
@@ -129,15 +138,20 @@ def id_hashes(seed: int, salt: str, ids: pa.Array) -> np.ndarray:
 
 
 def select(keys: dict, cfg: SubsetConfig) -> tuple[np.ndarray, dict]:
-    """Indices into keys of the subset's rows (ascending), and a summary of what was taken per split."""
-    positive = (keys["labels"] == 1).any(axis=1)
+    """Indices into keys of the subset's rows (ascending), and a summary of what was taken per split.
+
+    TIP scans (always train) are added on top, every one: they neither take a SIXray1000 positive's
+    place in the per-class quota nor change how many negatives a SIXray10/100 ratio asks for."""
+    tip = keys["tip"]
+    positive = (keys["labels"] == 1).any(axis=1) & ~tip
     # An image holding only a hammer is neither a negative nor a positive of the five trained classes.
-    negative = ~positive & ~keys["hammer"]
-    chosen, summary = [], {"hammer_only_excluded": int((~positive & keys["hammer"]).sum())}
+    negative = ~positive & ~keys["hammer"] & ~tip
+    chosen, summary = [], {"hammer_only_excluded": int((~positive & keys["hammer"] & ~tip).sum())}
     for code, split in enumerate(SPLITS):
         in_split = keys["splits"] == code
         pos = np.flatnonzero(in_split & positive)
         neg = np.flatnonzero(in_split & negative)
+        tips = np.flatnonzero(in_split & tip)
         if cfg.ratio == 1000:
             pos = per_class_positives(keys, pos, cfg)
             wanted = len(neg)
@@ -145,13 +159,14 @@ def select(keys: dict, cfg: SubsetConfig) -> tuple[np.ndarray, dict]:
             wanted = cfg.ratio * len(pos)
             rank = np.argsort(id_hashes(cfg.seed, "negatives", keys["ids"].take(neg)), kind="stable")
             neg = neg[rank[:wanted]]
-        chosen += [pos, neg]
+        chosen += [pos, neg, tips]
         summary[split] = {
             "positives": len(pos),
             "negatives": len(neg),
             "negatives_wanted": wanted,
             "negatives_short": max(0, wanted - len(neg)),
             "per_class": {c: int((keys["labels"][pos, k] == 1).sum()) for k, c in enumerate(CLASSES)},
+            "tip": len(tips),
         }
     return np.sort(np.concatenate(chosen)), summary
 
@@ -161,7 +176,7 @@ def per_class_positives(keys: dict, pos: np.ndarray, cfg: SubsetConfig) -> np.nd
     fewer), ranked by a hash of the id; an image counts for every class it holds. Rarest class first,
     so images taken for it also fill the commoner classes' quotas and the overshoot stays small."""
     labels = keys["labels"][pos] == 1
-    all_labels = keys["labels"] == 1
+    all_labels = (keys["labels"] == 1) & ~keys["tip"][:, None]
     ranked = np.argsort(id_hashes(cfg.seed, "positives", keys["ids"].take(pos)), kind="stable")
     taken = np.zeros(len(pos), dtype=bool)
     counts = np.zeros(len(CLASSES), dtype=np.int64)
@@ -274,7 +289,9 @@ def spill_to_buckets(manifest: Path, position: np.ndarray, planned: Plan, schema
     bucket_schema = schema.remove_metadata().append(pa.field("_position", pa.int64()))
     writers = [pa.ipc.new_file(p, bucket_schema) for p in paths]
     split_names, shard_names, start = pa.array(SPLITS), pa.array(planned.shard_names, pa.string()), 0
-    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=MANIFEST_SCHEMA.names):
+    present = set(pq.read_schema(manifest).names)  # a manifest from before the source column lacks it
+    columns = [n for n in MANIFEST_SCHEMA.names if n in present]
+    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=BATCH_ROWS, columns=columns):
         where = position[start : start + len(batch)]
         start += len(batch)
         chosen = np.flatnonzero(where >= 0)
@@ -282,6 +299,9 @@ def spill_to_buckets(manifest: Path, position: np.ndarray, planned: Plan, schema
             continue
         out_pos = where[chosen]
         table = pa.Table.from_batches([batch]).take(chosen)
+        for k, field in enumerate(MANIFEST_SCHEMA):
+            if field.name not in present:
+                table = table.add_column(k, field, pa.nulls(len(table), field.type))
         table = table.set_column(table.schema.get_field_index("split"), "split",
                                  split_names.take(planned.splits[out_pos]))
         table = table.append_column("shard", shard_names.take(planned.shards[out_pos]))
@@ -297,7 +317,8 @@ def spill_to_buckets(manifest: Path, position: np.ndarray, planned: Plan, schema
 def subset_metadata(manifest: Path, cfg: SubsetConfig) -> dict:
     metadata = dict(pq.read_schema(manifest).metadata or {})
     metadata.update({b"ratio": str(cfg.ratio).encode(), b"seed": str(cfg.seed).encode(),
-                     b"split_source": cfg.split_source.encode()})
+                     b"split_source": cfg.split_source.encode(),
+                     b"exclude_sources": ",".join(cfg.exclude_sources).encode()})
     return metadata
 
 

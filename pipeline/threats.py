@@ -1,0 +1,437 @@
+"""`pipeline threats`: a threat library of transmission layers, cut from the boxed threats of positive scans.
+
+A collection `<out>/<name>/` holds one layer per usable box (`layers/<scan id>-<k>.png`, k the box's
+place in the XML) and `index.parquet` (LIBRARY_SCHEMA, sorted by threat id). A layer is a threat on an
+empty belt as the scanner would see it: an 8-bit RGB image whose channels are transmissions (255: the
+ray passes untouched), so compositing it multiplies it into a scan (physics.composite) and a layer
+over white is the layer itself.
+
+Cutting one box (`extract_layer`): the box and a ring of surroundings around it (RING of the box's
+longer side, at least MIN_RING pixels) are taken to the log domain (-ln T per channel); the bag behind
+the threat is a quadratic surface fitted to the ring (least squares, refitted without the ring pixels
+that are off by more than 2.5 robust sigmas: other objects, or the threat overrunning its box); the
+layer is the box divided by that surface (physics.divide_out), with what is left within the ring's
+noise (1-2 sigma, a soft knee) set to transparent, so the old bag's clutter is not pasted again. A crop
+is dropped, and counted by reason, when its ring is too cluttered to predict the bag behind the threat
+(robust sigma over MAX_CLUTTER, or more than MAX_OUTLIERS of the ring off the surface), when the box is
+smaller than MIN_SIDE, when too little ring lies inside the image, or when the layer absorbs almost
+nothing (the threat did not separate from the bag).
+
+Which scans: every id with an `Annotation/<id>.xml` under `--raw`, except TIP scans (ids starting with
+TIP_PREFIX). `split='train'` (the default) or `'test'` keeps the ids of that split in the raw folder's
+manifest (ingest's, with our split) and skips the rest; `'all'` keeps every one (a folder of a user's
+threat scans on an empty belt, with no labels), and records each id's split where a manifest gives one.
+`pipeline tip` never uses a layer whose split is 'test'.
+
+`synth_collection` writes the same format from the generator: each threat drawn alone on an empty belt
+(no bag), rendered by the same physics, cut to its box.
+
+Resumable like every stage: ids are cut in chunks, one task per chunk; a chunk's marker JSON (its
+rows and drop counts, keyed by a hash of its ids and the settings) is written last, so a rerun skips
+finished chunks; the index and `summary.json` are rebuilt from the markers at the end.
+"""
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.classes import ALL_CLASSES
+from pipeline.distribute import run_tasks
+from pipeline.errors import MissingInputError, UsageError
+from pipeline.labels import read_annotation
+from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
+from pipeline.xray import physics
+
+FORMAT = 1
+"""Bump when a layer's pixels change for the same input: chunk keys hold it."""
+RING = 0.25
+MIN_RING = 6
+MIN_SIDE = 8
+MIN_RING_PIXELS = 200
+MAX_CLUTTER = 0.2
+"""Robust sigma of the ring around the fitted bag, in -ln T units (about 20% in transmission)."""
+MAX_OUTLIERS = 0.35
+MIN_SIGNAL = 0.15
+"""A layer's 99th-percentile attenuation (-ln T, mean of channels) must reach this."""
+OUTLIER_SIGMAS = 2.5
+DROP_REASONS = ("small", "edge", "cluttered", "faint")
+SPLIT_CHOICES = ("train", "test", "all")
+
+LIBRARY_SCHEMA = pa.schema(
+    [
+        ("threat", pa.string()),  # '<scan id>-<k>', unique in a collection
+        ("cls", pa.string()),  # ALL_CLASSES
+        ("layer", pa.string()),  # PNG path relative to the collection folder
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("scan", pa.string()),  # the scan the threat was cut from
+        ("scan_width", pa.int32()),
+        ("scan_height", pa.int32()),
+        ("box", pa.list_(pa.float32())),  # xmin, ymin, xmax, ymax in the scan
+        ("split", pa.string()),  # the scan's split in the raw folder's manifest; null if none
+        ("clutter", pa.float32()),  # robust sigma of the ring around the fitted bag (-ln T)
+        ("origin", pa.string()),  # 'scan' (cut from a scan) | 'synth' (drawn alone by the generator)
+    ]
+)
+
+
+# ---------------------------------------------------------------- one crop
+
+
+def _log(pixels: np.ndarray) -> np.ndarray:
+    """-ln T per channel of 8-bit pixels (0 is read as half a grey level: a finite attenuation)."""
+    return -np.log(np.maximum(pixels.astype(np.float32), 0.5) * np.float32(1 / 255))
+
+
+def _design(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=1)
+
+
+def estimate_background(window: np.ndarray, inner: tuple[int, int, int, int]):
+    """The bag behind the box `inner` (x0, y0, x1, y1 in window pixels) of an 8-bit (h, w, 3) window, from
+    the window's pixels outside the box: (background as -ln T over the whole window (h, w, 3), robust
+    sigma of the ring around it, share of ring pixels off the fit, ring pixel count)."""
+    h, w = window.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    scale = np.float32(1 / max(h, w))
+    xs, ys = (xs - w / 2) * scale, (ys - h / 2) * scale
+    x0, y0, x1, y1 = inner
+    ring = np.ones((h, w), dtype=bool)
+    ring[y0:y1, x0:x1] = False
+    a = _log(window)
+    design = _design(xs[ring], ys[ring])
+    target = a[ring]  # (n, 3)
+    keep = np.ones(len(target), dtype=bool)
+    for _ in range(3):  # fit, drop what lies far off (other objects, threat overrunning its box), refit
+        coef, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
+        residual = (target - design @ coef).mean(axis=1)
+        sigma = 1.4826 * float(np.median(np.abs(residual[keep] - np.median(residual[keep])))) + 1e-3
+        new_keep = np.abs(residual) <= OUTLIER_SIGMAS * max(sigma, 0.02)
+        if new_keep.sum() < design.shape[1] * 4 or (new_keep == keep).all():
+            break
+        keep = new_keep
+    full = _design(xs.ravel(), ys.ravel()) @ coef
+    background = np.maximum(full.reshape(h, w, 3), 0.0)
+    return background, sigma, 1.0 - float(keep.mean()), int(ring.sum())
+
+
+def extract_layer(scan: np.ndarray, box) -> tuple[np.ndarray | None, dict]:
+    """The transmission layer (8-bit (h, w, 3), 255 = transparent) of the threat in `box` (xmin, ymin,
+    xmax, ymax floats) of an 8-bit RGB scan, and facts: {'clutter', 'outliers', 'signal'}; or None and
+    {'drop': reason} when the crop cannot be separated (see the module doc)."""
+    H, W = scan.shape[:2]
+    x0, y0 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
+    x1, y1 = min(math.ceil(box[2]), W), min(math.ceil(box[3]), H)
+    if x1 - x0 < MIN_SIDE or y1 - y0 < MIN_SIDE:
+        return None, {"drop": "small"}
+    ring = max(MIN_RING, round(RING * max(x1 - x0, y1 - y0)))
+    wx0, wy0, wx1, wy1 = max(x0 - ring, 0), max(y0 - ring, 0), min(x1 + ring, W), min(y1 + ring, H)
+    window = scan[wy0:wy1, wx0:wx1]
+    inner = (x0 - wx0, y0 - wy0, x1 - wx0, y1 - wy0)
+    needed = max(MIN_RING_PIXELS, 0.5 * ((x1 - x0 + 2 * ring) * (y1 - y0 + 2 * ring) - (x1 - x0) * (y1 - y0)))
+    if window.shape[0] * window.shape[1] - (x1 - x0) * (y1 - y0) < needed:
+        return None, {"drop": "edge"}
+    background, sigma, outliers, _ = estimate_background(window, inner)
+    facts = {"clutter": round(sigma, 4), "outliers": round(outliers, 3)}
+    if sigma > MAX_CLUTTER or outliers > MAX_OUTLIERS:
+        return None, {"drop": "cluttered", **facts}
+    crop = window[inner[1] : inner[3], inner[0] : inner[2]]
+    behind = background[inner[1] : inner[3], inner[0] : inner[2]]
+    layer = -np.log(np.maximum(physics.divide_out(crop, np.exp(-behind)), 1e-4))  # -ln of the layer
+    knee = max(sigma, 0.02)
+    layer *= np.clip((layer.mean(axis=2, keepdims=True) - knee) / knee, 0.0, 1.0)
+    signal = float(np.quantile(layer.mean(axis=2), 0.99))
+    facts["signal"] = round(signal, 3)
+    if signal < MIN_SIGNAL:
+        return None, {"drop": "faint", **facts}
+    return physics.to_pixels(np.exp(-layer)), facts
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def threat_id(scan_id: str, k: int) -> str:
+    return f"{scan_id}-{k}"
+
+
+def cut_chunk(task: dict) -> dict:
+    """Cut every box of a chunk of scans into layers; the marker JSON (rows, drops) is written last."""
+    raw, out = Path(task["raw"]), Path(task["out"])
+    rows, drops = [], Counter()
+    for scan_id, xml, split in task["scans"]:
+        boxes, _ = read_annotation(raw / "Annotation" / xml, raw)
+        boxes = [b for b in boxes if b["cls"] in ALL_CLASSES]
+        if not boxes:
+            continue
+        path = _image_path(raw, scan_id)
+        if path is None:
+            drops["no_image"] += len(boxes)
+            continue
+        with Image.open(path) as im:
+            scan = np.asarray(im.convert("RGB"))
+        for k, b in enumerate(boxes):
+            coords = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
+            layer, facts = extract_layer(scan, coords)
+            if layer is None:
+                drops[facts["drop"]] += 1
+                continue
+            tid = threat_id(scan_id, k)
+            _write_png(out / "layers" / f"{tid}.png", layer)
+            rows.append(_row(tid, b["cls"], layer, scan_id, scan.shape, coords, split, facts["clutter"],
+                             "scan"))
+    marker = {"key": task["key"], "count": len(task["scans"]), "rows": rows, "drops": dict(drops)}
+    write_json(_marker(out, task["key"]), marker)
+    return {"count": len(task["scans"]), "layers": len(rows), "drops": dict(drops)}
+
+
+def _row(tid, cls, layer, scan_id, shape, coords, split, clutter, origin) -> dict:
+    return {"threat": tid, "cls": cls, "layer": f"layers/{tid}.png", "width": int(layer.shape[1]),
+            "height": int(layer.shape[0]), "scan": scan_id, "scan_width": int(shape[1]),
+            "scan_height": int(shape[0]), "box": [round(float(c), 3) for c in coords], "split": split,
+            "clutter": clutter, "origin": origin}
+
+
+def _image_path(raw: Path, scan_id: str) -> Path | None:
+    for suffix in (".jpg", ".jpeg", ".JPG", ".JPEG"):
+        path = raw / "JPEGImage" / f"{scan_id}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    with atomic_path(path) as tmp:  # no fsync per file: the chunk marker is fsynced, and written last
+        tmp.write_bytes(buffer.getvalue())
+
+
+def _marker(out: Path, key: str) -> Path:
+    return out / ".threats" / f"chunk-{key}.json"
+
+
+def _key(inputs) -> str:
+    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=12).hexdigest()
+
+
+# ---------------------------------------------------------------- which scans
+
+
+def manifest_splits(manifests: Path, raw: Path) -> dict[str, str] | None:
+    """id -> our split of the usable rows of `manifests/manifest.parquet`, if it was made from `raw`."""
+    path = Path(manifests) / "manifest.parquet"
+    if not path.exists():
+        return None
+    meta = pq.read_schema(path).metadata or {}
+    if meta.get(b"raw_root", b"").decode() != str(Path(raw).resolve()):
+        return None
+    table = pq.read_table(path, columns=["id", "status", "split"])
+    ids, statuses, splits = (table[c].to_pylist() for c in ("id", "status", "split"))
+    return {i: s for i, st, s in zip(ids, statuses, splits, strict=True) if st in USABLE_STATUSES and s}
+
+
+def list_boxed_scans(raw: Path, split: str, splits: dict | None) -> list[tuple[str, str, str | None]]:
+    """(id, XML name, split) of every scan to cut, sorted by id (TIP scans left out)."""
+    folder = Path(raw) / "Annotation"
+    names = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".xml")) \
+        if folder.is_dir() else []
+    scans = []
+    for name in names:
+        scan_id = name[:-4]
+        if scan_id.startswith(TIP_PREFIX):
+            continue
+        own = splits.get(scan_id) if splits is not None else None
+        if split != "all" and own != split:
+            continue
+        scans.append((scan_id, name, own))
+    return scans
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def build_threats(raw, out, *, name: str | None = None, split: str = "train", manifests="manifests",
+                  chunk_size: int = 200, workers: int | None = None, scheduler=None) -> dict:
+    """Cut the boxed threats of `raw` into the collection `out/<name>/` (name: the raw folder's name);
+    return a summary (layers, drops by reason, scans, skipped chunks)."""
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
+    raw = Path(raw).resolve()
+    if not (raw / "JPEGImage").is_dir():
+        raise MissingInputError(f"{raw}: no JPEGImage/ folder; is this a SIXray raw root?")
+    splits = manifest_splits(Path(manifests), raw)
+    if split != "all" and splits is None:
+        raise UsageError(f"{Path(manifests) / 'manifest.parquet'} is not a manifest of {raw}: run "
+                         f"`pipeline ingest --raw {raw} --out {manifests}` first (our split decides which "
+                         "threats are train), or pass --split all")
+    name = name or raw.name
+    collection = Path(out) / name
+    _claim(collection, {"raw": str(raw), "split": split, "origin": "scan"})
+    scans = list_boxed_scans(raw, split, splits)
+    tasks = []
+    for start in range(0, len(scans), chunk_size):
+        chunk = scans[start : start + chunk_size]
+        key = _key([FORMAT, str(raw), chunk])
+        if not _marker(collection, key).exists():
+            tasks.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": key})
+        else:
+            tasks.append(None)  # done before: only its key matters below
+    keys = [_key([FORMAT, str(raw), scans[s : s + chunk_size]]) for s in range(0, len(scans), chunk_size)]
+    todo = [t for t in tasks if t is not None]
+    started = time.perf_counter()
+    for _ in run_tasks(cut_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
+                       unit="scan", total=sum(len(t["scans"]) for t in todo)):
+        pass
+    summary = finish_collection(collection, keys)
+    return {**summary, "collection": str(collection), "scans": len(scans),
+            "skipped_chunks": len(keys) - len(todo), "seconds": round(time.perf_counter() - started, 2)}
+
+
+def finish_collection(collection: Path, keys: list[str]) -> dict:
+    """index.parquet and summary.json from the chunk markers of `keys`; markers of other keys (an older
+    input) and the layers only they listed are deleted."""
+    rows, drops = [], Counter()
+    for key in keys:
+        marker = json.loads(_marker(collection, key).read_text())
+        rows += marker["rows"]
+        drops.update(marker["drops"])
+    rows.sort(key=lambda r: r["threat"])
+    write_parquet(collection / "index.parquet", pa.Table.from_pylist(rows, schema=LIBRARY_SCHEMA))
+    kept = {f"chunk-{k}.json" for k in keys}
+    for stale in (collection / ".threats").glob("chunk-*.json"):
+        if stale.name not in kept:
+            stale.unlink()
+    listed = {Path(r["layer"]).name for r in rows}
+    layers = collection / "layers"
+    if layers.is_dir():
+        for path in layers.iterdir():
+            if path.name not in listed:
+                path.unlink()
+    per_class = Counter(r["cls"] for r in rows)
+    boxes = len(rows) + sum(drops.values())
+    summary = {"layers": len(rows), "boxes": boxes, "dropped": dict(sorted(drops.items())),
+               "per_class": {c: per_class[c] for c in ALL_CLASSES if per_class[c]},
+               "per_split": dict(sorted(Counter(r["split"] or "none" for r in rows).items()))}
+    write_json(collection / "summary.json", summary)
+    return summary
+
+
+def _claim(collection: Path, params: dict) -> None:
+    """Record what the collection is made from; refuse to mix another folder or split into it."""
+    path = collection / ".threats" / "params.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != params:
+            raise UsageError(f"{path}: {collection} holds threats of {previous}, not {params}; use another "
+                             "--name")
+        return
+    write_json(path, params)
+
+
+# ---------------------------------------------------------------- reading a library
+
+
+def read_library(threats) -> pa.Table:
+    """Every collection's index under `threats/` (LIBRARY_SCHEMA plus 'collection'), sorted by
+    collection then threat; 'layer' becomes a path relative to `threats/`."""
+    root = Path(threats)
+    tables = []
+    for index in sorted(root.glob("*/index.parquet")):
+        table = pq.read_table(index).select(LIBRARY_SCHEMA.names).cast(LIBRARY_SCHEMA)
+        name = index.parent.name
+        layers = [f"{name}/{p}" for p in table["layer"].to_pylist()]
+        column = table.schema.get_field_index("layer")
+        table = table.set_column(column, "layer", pa.array(layers, pa.string()))
+        tables.append(table.append_column("collection", pa.array([name] * len(table), pa.string())))
+    if not tables:
+        return LIBRARY_SCHEMA.append(pa.field("collection", pa.string())).empty_table()
+    return pa.concat_tables(tables)
+
+
+# ---------------------------------------------------------------- threats drawn by the generator
+
+
+def synth_chunk(task: dict) -> dict:
+    """Draw the threats of a chunk of synthetic positives alone on an empty belt, one layer per box."""
+    from pipeline.xray.synth import draw_threats, image_rng, image_size
+
+    out = Path(task["out"])
+    rows = []
+    for scan_id in task["ids"]:
+        rng = image_rng(task["seed"], "synth-threat-alone", scan_id)
+        width, height = image_size(rng, task["size_factor"])
+        threats = draw_threats(image_rng(task["seed"], "synth-labels", scan_id), task["difficulty"])
+        for k, (cls, area) in enumerate(threats):
+            layer = draw_alone(rng, cls, area, width, height, task["difficulty"])
+            if layer is None:
+                continue
+            tid = threat_id(scan_id, k)
+            _write_png(out / "layers" / f"{tid}.png", layer)
+            box = (0, 0, layer.shape[1], layer.shape[0])  # the layer is all of its (threat-only) scan
+            rows.append(_row(tid, cls, layer, scan_id, (height, width), box, None, 0.0, "synth"))
+    write_json(_marker(out, task["key"]), {"key": task["key"], "count": len(task["ids"]), "rows": rows,
+                                           "drops": {}})
+    return {"count": len(task["ids"]), "layers": len(rows)}
+
+
+def draw_alone(rng, cls: str, area: float, width: int, height: int, difficulty: float) -> np.ndarray | None:
+    """One threat of class `cls` whose box covers `area` of a width x height scan, drawn alone (no bag, no
+    clutter) and rendered by the generator's physics, cut to its box: a layer (8-bit, 255 = transparent)."""
+    from pipeline.xray import shapes
+    from pipeline.xray.render import Scene
+
+    parts = shapes.THREATS[cls](rng)
+    angle = rng.uniform(0, 2 * math.pi)
+    squash = math.cos(rng.uniform(0, 0.3 + 0.9 * difficulty))
+    c, s = math.cos(angle), math.sin(angle)
+    pts = np.concatenate([p[2] for p in parts]) @ np.array([[c, s * squash], [-s, c * squash]], np.float32)
+    span = np.maximum(pts.max(axis=0) - pts.min(axis=0), 1e-3)
+    scale = math.sqrt(area * width * height / float(span[0] * span[1]))
+    side_w, side_h = math.ceil(span[0] * scale) + 24, math.ceil(span[1] * scale) + 24
+    scene = Scene(side_w, side_h)
+    box = scene.draw(parts, side_w / 2, side_h / 2, scale, angle=angle, squash=squash,
+                     density=rng.uniform(0.7, 1.2) * (1 - 0.3 * difficulty))
+    if box is None:
+        return None
+    image = np.asarray(scene.render(rng, noise=0.05))
+    x0, y0, x1, y1 = box
+    return np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
+def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float = 1.0, difficulty: float = 0.5,
+                     name: str | None = None, chunk_size: int = 200, workers=None, scheduler=None) -> dict:
+    """The threats of `pipeline synth`'s positives P00001.. drawn alone, as the collection
+    `out/<name>/` (name: 'synth-<seed>'). Fresh draws (their own generator stream), not copies of the
+    scans' threats, so they carry no split."""
+    from pipeline.xray.synth import positive_id
+
+    name = name or f"synth-{seed}"
+    collection = Path(out) / name
+    params = {"origin": "synth", "seed": seed, "size_factor": size_factor, "difficulty": difficulty}
+    _claim(collection, params)
+    ids = [positive_id(i) for i in range(1, positives + 1)]
+    keys, todo = [], []
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start : start + chunk_size]
+        key = _key([FORMAT, "synth", seed, size_factor, difficulty, chunk])
+        keys.append(key)
+        if not _marker(collection, key).exists():
+            todo.append({"out": str(collection), "ids": chunk, "key": key, "seed": seed,
+                         "size_factor": size_factor, "difficulty": difficulty})
+    for _ in run_tasks(synth_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
+                       unit="scan", total=sum(len(t["ids"]) for t in todo)):
+        pass
+    return {**finish_collection(collection, keys), "collection": str(collection), "scans": len(ids),
+            "skipped_chunks": len(keys) - len(todo)}
+

@@ -1,0 +1,394 @@
+"""`pipeline tip`: threat image projection, new positives made by compositing threat layers into negatives.
+
+Each TIP scan `T0000001`.. (TIP_PREFIX + 7 digits: the release's ids are P + 5 and N + 7 digits, so none
+can collide) is a negative scan of the raw folder's train split with 1 to `max_threats` threat layers
+from the library (`pipeline threats`) multiplied in (physics.composite: Beer-Lambert, transmissions
+multiply), each at a random position inside the bag, a random scale (its box covers an area drawn from
+the real boxes of its class, the layer resized by 0.5x to 2x at most), a random rotation and a random
+mirror flip. Its box is the tight box of the placed layer's absorbing pixels.
+
+Which negatives: the usable rows of the raw folder's manifest (`pipeline ingest`, our split) with split
+'train', no class present (hammer included) and no TIP id: a test-split scan is never used, and a TIP
+scan is never composited again. Which threats: every layer of the library whose split is not 'test'
+(`pipeline threats` takes the train split by default), of the five trained classes; each threat picks
+its class uniformly, then a layer of that class, so the new positives balance the classes.
+
+Determinism: scan i uses the negative at position (i - 1) mod n of the negatives ordered by
+stable_hash(seed, 'tip-background', id), and a generator seeded by stable_hash(seed, 'tip', id) for
+everything else; its bytes depend only on the seed, the negatives, the library and its number, so
+`--count 2000` after `--count 1000` adds T0001001..T0002000 and keeps the first thousand.
+
+Output (`--out`, the real layout; it may be the raw folder itself): `JPEGImage/T*.jpg` (quality 75, as
+the release), `Annotation/T*.xml` (the composited boxes), `ImageSet/tip/train.csv` (the labels) and
+`.tip/` (params, per-chunk markers written last, `index.parquet`: each scan's background and threats).
+`pipeline ingest` gives TIP rows `source = 'tip'` and always the train split, outside the split rule,
+so the real rows' split does not move.
+"""
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.classes import CLASSES, CSV_COLUMNS
+from pipeline.distribute import run_tasks
+from pipeline.errors import MissingInputError, UsageError
+from pipeline.hashing import stable_hash, stable_hashes
+from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
+from pipeline.threats import read_library
+from pipeline.xray import physics
+from pipeline.xray.synth import JPEG_QUALITY, annotation_xml, box_area
+
+FORMAT = 1
+"""Bump when a TIP scan's bytes change for the same inputs: chunk keys hold it."""
+MAX_COUNT = 9_999_999
+THREAT_COUNTS = {1: 0.6, 2: 0.3, 3: 0.1}
+"""Threats per TIP scan (up to --max-threats; the weights of the ones allowed are renormalised)."""
+SCALE_RANGE = (0.5, 2.0)
+"""A layer is resized by at most this much: further would invent or lose detail."""
+BOX_LEVEL = 250
+"""A placed layer's pixel with a channel at or below this absorbs (>= 2%): it is inside the box."""
+BAG_MARGIN = 25
+"""Grey levels under the belt's (its 99th percentile) that mark the bag."""
+MASK_REDUCE = 8
+PLACE_TRIES = 8
+MAX_OVERLAP = 0.1
+"""Boxes of one scan overlap by at most this IoU when PLACE_TRIES allow."""
+INDEX_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("background", pa.string()),  # the negative's id
+        ("threats", pa.list_(pa.string())),  # '<collection>/<threat>' per box, in box order
+        ("classes", pa.list_(pa.string())),
+        ("boxes", pa.list_(pa.list_(pa.float32()))),  # xmin, ymin, xmax, ymax
+    ]
+)
+
+
+def tip_id(number: int) -> str:
+    return f"{TIP_PREFIX}{number:07d}"
+
+
+# ---------------------------------------------------------------- one scan
+
+
+def transform_layer(rng: np.random.Generator, layer: np.ndarray, cls: str, width: int, height: int):
+    """The layer at a random scale (box area from the real boxes of `cls`, resize 0.5x..2x), mirrored
+    half the time and rotated by a uniform angle, fitting in width x height: 8-bit, 255 transparent."""
+    lh, lw = layer.shape[:2]
+    area = box_area(rng, cls, 0.5)
+    scale = float(np.clip(math.sqrt(area * width * height / (lw * lh)), *SCALE_RANGE))
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    angle = rng.uniform(0, 2 * math.pi)
+    c, s = math.cos(angle), math.sin(angle)
+    out_w, out_h = lw * abs(c) + lh * abs(s), lw * abs(s) + lh * abs(c)  # the rotated layer's extent
+    scale = min(scale, 0.95 * width / out_w, 0.95 * height / out_h)
+    size = (max(1, math.ceil(out_w * scale)), max(1, math.ceil(out_h * scale)))
+    # one affine pass, output pixel -> layer pixel: centre, unrotate, unscale, unflip, back to the corner
+    a, b = c / scale * flip, s / scale * flip
+    d, e = -s / scale, c / scale
+    ox, oy = size[0] / 2, size[1] / 2
+    matrix = (a, b, lw / 2 - a * ox - b * oy, d, e, lh / 2 - d * ox - e * oy)
+    image = Image.fromarray(layer).transform(size, Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR,
+                                             fillcolor=(255, 255, 255))
+    return np.asarray(image)
+
+
+def absorbing_box(layer: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight box (x0, y0, x1, y1, exclusive ends) of the layer's absorbing pixels, None if it has none."""
+    absorbs = np.minimum(np.minimum(layer[..., 0], layer[..., 1]), layer[..., 2]) <= BOX_LEVEL
+    rows, cols = np.flatnonzero(absorbs.any(axis=1)), np.flatnonzero(absorbs.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def bag_cells(scan: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The bag, not empty belt, from every MASK_REDUCE-th pixel: the (row, col) cells darker than the
+    belt's level (its 99th percentile) by BAG_MARGIN, and their rectangle (x0, y0, x1, y1) in pixels.
+    Every cell when none is (a scan that is all bag or all belt)."""
+    sample = scan[::MASK_REDUCE, ::MASK_REDUCE].astype(np.int16)
+    grey = (sample[..., 0] + sample[..., 1] + sample[..., 2]) // 3
+    bag = grey < np.percentile(grey, 99) - BAG_MARGIN
+    if not bag.any():
+        bag[:] = True
+    rows, cols = np.flatnonzero(bag.any(axis=1)), np.flatnonzero(bag.any(axis=0))
+    height, width = scan.shape[:2]
+    rect = (int(cols[0]) * MASK_REDUCE, int(rows[0]) * MASK_REDUCE,
+            min((int(cols[-1]) + 1) * MASK_REDUCE, width), min((int(rows[-1]) + 1) * MASK_REDUCE, height))
+    return np.argwhere(bag), rect
+
+
+def _iou(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def project(rng: np.random.Generator, scan: np.ndarray, layers: list[tuple[str, np.ndarray]]):
+    """Composite the (class, layer) threats into an 8-bit RGB scan (not modified): the new scan, one
+    (class, xmin, ymin, xmax, ymax) box in pixels per threat placed, and the indices of those threats
+    (a layer that absorbs nowhere after resampling is left out)."""
+    height, width = scan.shape[:2]
+    out = scan.copy()
+    cells, bag = bag_cells(scan)
+    boxes, used = [], []
+    for k, (cls, layer) in enumerate(layers):
+        placed = transform_layer(rng, layer, cls, width, height)
+        tight = absorbing_box(placed)
+        if tight is None:
+            continue
+        ph, pw = placed.shape[:2]
+        # the layer stays inside the bag's rectangle where it fits, else inside the image
+        lo_x, hi_x = (bag[0], bag[2]) if bag[2] - bag[0] >= pw else (0, width)
+        lo_y, hi_y = (bag[1], bag[3]) if bag[3] - bag[1] >= ph else (0, height)
+        for _ in range(PLACE_TRIES):
+            cy, cx = (cells[rng.integers(len(cells))] + rng.random(2)) * MASK_REDUCE
+            x = int(np.clip(round(cx - pw / 2), lo_x, hi_x - pw))
+            y = int(np.clip(round(cy - ph / 2), lo_y, hi_y - ph))
+            box = (x + tight[0], y + tight[1], x + tight[2], y + tight[3])
+            if all(_iou(box, b[1:]) <= MAX_OVERLAP for b in boxes):
+                break
+        out[y : y + ph, x : x + pw] = physics.composite(out[y : y + ph, x : x + pw], placed)
+        boxes.append((cls, *map(float, box)))
+        used.append(k)
+    return out, boxes, used
+
+
+def draw_layers(rng: np.random.Generator, by_class: dict[str, list[int]], max_threats: int) -> list[int]:
+    """Library rows of one scan's threats: 1..max_threats of them, each a uniform class, then a uniform
+    layer of that class."""
+    counts = [k for k in THREAT_COUNTS if k <= max_threats]
+    weights = np.array([THREAT_COUNTS[k] for k in counts])
+    n = counts[rng.choice(len(counts), p=weights / weights.sum())]
+    classes = sorted(by_class, key=CLASSES.index)
+    picks = []
+    for _ in range(n):
+        rows = by_class[classes[rng.integers(len(classes))]]
+        picks.append(rows[rng.integers(len(rows))])
+    return picks
+
+
+# ---------------------------------------------------------------- chunks
+
+
+@lru_cache(maxsize=4)
+def _library(threats: str, mtime_ns: int) -> tuple[list[dict], dict[str, list[int]]]:
+    """The usable library rows and the row numbers per class (cached per process: every chunk of a run
+    reads the same library)."""
+    rows = usable_layers(read_library(threats))
+    by_class: dict[str, list[int]] = {}
+    for k, r in enumerate(rows):
+        by_class.setdefault(r["cls"], []).append(k)
+    return rows, by_class
+
+
+def usable_layers(library: pa.Table) -> list[dict]:
+    """The library rows TIP may use: the five trained classes, split not 'test'."""
+    return [r for r in library.select(["collection", "threat", "cls", "layer", "split"]).to_pylist()
+            if r["cls"] in CLASSES and r["split"] != "test"]
+
+
+def tip_chunk(task: dict) -> dict:
+    """Write one chunk of TIP scans (JPEG and XML each), then its marker JSON."""
+    out, raw, threats = Path(task["out"]), Path(task["raw"]), Path(task["threats"])
+    rows, by_class = _library(str(threats), task["library_mtime"])
+    records, total = [], 0
+    for image_id, (background, path) in zip(task["ids"], task["backgrounds"], strict=True):
+        rng = np.random.default_rng(stable_hash(task["seed"], "tip", image_id))
+        picks = draw_layers(rng, by_class, task["max_threats"])
+        layers = [(rows[k]["cls"], _load_layer(threats / rows[k]["layer"])) for k in picks]
+        with Image.open(raw / path) as im:
+            scan = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        image, boxes, used = project(rng, scan, layers)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=JPEG_QUALITY)
+        _write_quick(out / "JPEGImage" / f"{image_id}.jpg", buffer.getvalue())
+        height, width = image.shape[:2]
+        xml = annotation_xml(image_id, width, height, boxes)
+        _write_quick(out / "Annotation" / f"{image_id}.xml", xml.encode())
+        total += buffer.tell()
+        placed = [rows[picks[k]] for k in used]
+        records.append({"id": image_id, "background": background,
+                        "threats": [f"{r['collection']}/{r['threat']}" for r in placed],
+                        "classes": [b[0] for b in boxes],
+                        "boxes": [[round(c, 3) for c in b[1:]] for b in boxes]})
+    write_json(_marker(out, task["chunk"]), {"key": task["key"], "records": records})
+    return {"count": len(records), "bytes": total}
+
+
+_LAYERS: dict = {}  # path -> decoded layer, and "bytes": their total
+LAYER_CACHE_BYTES = 256 * 2**20
+"""Decoded layers a worker process keeps (a chunk draws from the whole library, so most repeat)."""
+
+
+def _load_layer(path: Path) -> np.ndarray:
+    key = str(path)
+    layer = _LAYERS.get(key)
+    if layer is None:
+        with Image.open(path) as im:
+            layer = np.asarray(im.convert("RGB"))
+        if _LAYERS.get("bytes", 0) + layer.nbytes > LAYER_CACHE_BYTES:
+            _LAYERS.clear()
+        _LAYERS[key] = layer
+        _LAYERS["bytes"] = _LAYERS.get("bytes", 0) + layer.nbytes
+    return layer
+
+
+def _write_quick(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:  # no fsync per file: the chunk marker is fsynced, and written last
+        tmp.write_bytes(data)
+
+
+def _marker(out: Path, chunk: int) -> Path:
+    return out / ".tip" / f"chunk-{chunk:06d}.json"
+
+
+def _key(inputs) -> str:
+    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=12).hexdigest()
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def train_negatives(manifests: Path, raw: Path) -> tuple[list[str], list[str]]:
+    """(ids, paths) of the manifest's usable train-split negatives that are not TIP scans, by id."""
+    path = Path(manifests) / "manifest.parquet"
+    if not path.exists():
+        raise MissingInputError(f"{path}: no manifest; run `pipeline ingest --raw {raw} --out {manifests}` "
+                                "first (TIP takes its negatives from our train split)")
+    meta = pq.read_schema(path).metadata or {}
+    if meta.get(b"raw_root", b"").decode() != str(raw):
+        raise UsageError(f"{path} was made from {meta.get(b'raw_root', b'?').decode()}, not {raw}: run "
+                         f"`pipeline ingest --raw {raw}` into the --manifests folder first")
+    columns = ["id", "path", "status", "split", "hammer", *CLASSES]
+    ids, paths = [], []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns):
+        b = batch.to_pydict()
+        for k, image_id in enumerate(b["id"]):
+            if (b["status"][k] in USABLE_STATUSES and b["split"][k] == "train"
+                    and not image_id.startswith(TIP_PREFIX)
+                    and not any(b[c][k] for c in (*CLASSES, "hammer"))):
+                ids.append(image_id)
+                paths.append(b["path"][k])
+    return ids, paths
+
+
+def _digest(items) -> str:
+    return hashlib.md5("\n".join(items).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int = 0, max_threats: int = 3,
+             chunk_size: int = 200, preview=None, workers: int | None = None, scheduler=None) -> dict:
+    """Write (or finish writing) `count` TIP scans into `out`; return a summary."""
+    if not 1 <= count <= MAX_COUNT:
+        raise UsageError(f"count must be in 1..{MAX_COUNT} (7-digit ids), got {count}")
+    if not 1 <= max_threats <= max(THREAT_COUNTS):
+        raise UsageError(f"max threats must be in 1..{max(THREAT_COUNTS)}, got {max_threats}")
+    raw, out, threats = Path(raw).resolve(), Path(out), Path(threats)
+    ids, paths = train_negatives(Path(manifests), raw)
+    if not ids:
+        raise UsageError(f"{manifests}: no usable train-split negative to composite into")
+    layers = usable_layers(read_library(threats))
+    if not layers:
+        raise UsageError(f"{threats}: no usable threat layer (of {', '.join(CLASSES)}, split not test); run "
+                         "`pipeline threats` first")
+    order = np.argsort(stable_hashes(seed, "tip-background", ids), kind="stable")
+    params = {"format": FORMAT, "raw": str(raw), "seed": seed, "max_threats": max_threats,
+              "negatives_md5": _digest(ids),
+              "library_md5": _digest(f"{r['collection']}/{r['threat']}" for r in layers)}
+    write_json(out / ".tip" / "params.json", params)  # a record; chunk keys hold the parameters
+    library_mtime = max(p.stat().st_mtime_ns for p in threats.glob("*/index.parquet"))
+    todo, n_chunks = [], -(-count // chunk_size)
+    for chunk in range(n_chunks):
+        numbers = range(chunk * chunk_size + 1, min((chunk + 1) * chunk_size, count) + 1)
+        chunk_ids = [tip_id(n) for n in numbers]
+        backgrounds = [(ids[j], paths[j]) for j in (int(order[(n - 1) % len(ids)]) for n in numbers)]
+        key = _key([params, chunk_ids, backgrounds])
+        if _done(out, chunk, key):
+            continue
+        todo.append({"out": str(out), "raw": str(raw), "threats": str(threats), "chunk": chunk, "key": key,
+                     "ids": chunk_ids, "backgrounds": backgrounds, "seed": seed, "max_threats": max_threats,
+                     "library_mtime": library_mtime})
+    started = time.perf_counter()
+    written = sum(r["count"] for r in run_tasks(tip_chunk, todo, workers=workers, scheduler=scheduler,
+                                                  desc="tip", total=sum(len(t["ids"]) for t in todo)))
+    seconds = time.perf_counter() - started
+    index = finish(out, count, n_chunks)
+    if preview:
+        contact_sheet(out, index[:16], preview)
+    per_class = Counter(c for r in index for c in r["classes"])
+    return {"out": str(out), "count": count, "written": written, "skipped_chunks": n_chunks - len(todo),
+            "seconds": round(seconds, 2), "scans_per_s": round(written / seconds, 1) if written else 0.0,
+            "negatives": len(ids), "layers": len(layers), "boxes": {c: per_class[c] for c in CLASSES}}
+
+
+def _done(out: Path, chunk: int, key: str) -> bool:
+    try:
+        return json.loads(_marker(out, chunk).read_text())["key"] == key
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def finish(out: Path, count: int, n_chunks: int) -> list[dict]:
+    """Remove the markers past the last chunk and the scans past `count` (an earlier, larger --count),
+    then write the label file and the index from the markers; return the index rows."""
+    for marker in sorted((out / ".tip").glob("chunk-*.json")):
+        if int(marker.stem.split("-")[1]) >= n_chunks:
+            for r in json.loads(marker.read_text())["records"]:
+                if int(r["id"][len(TIP_PREFIX) :]) > count:
+                    (out / "JPEGImage" / f"{r['id']}.jpg").unlink(missing_ok=True)
+                    (out / "Annotation" / f"{r['id']}.xml").unlink(missing_ok=True)
+            marker.unlink()
+    index = [r for chunk in range(n_chunks) for r in json.loads(_marker(out, chunk).read_text())["records"]]
+    header = "name," + ",".join(CSV_COLUMNS) + "\r\n"  # as the release's files: CRLF
+    lines = [f"{r['id']}," + ",".join("1" if c in r["classes"] else "-1" for c in CLASSES) + "\r\n"
+             for r in index]
+    with atomic_path(out / "ImageSet" / "tip" / "train.csv") as tmp:
+        tmp.write_text(header + "".join(lines), newline="")
+    write_parquet(out / ".tip" / "index.parquet", pa.Table.from_pylist(index, schema=INDEX_SCHEMA))
+    return index
+
+
+# ---------------------------------------------------------------- pictures
+
+
+CLASS_COLOURS = {"gun": (230, 25, 75), "knife": (245, 130, 48), "wrench": (145, 30, 180),
+                 "pliers": (0, 130, 200), "scissors": (60, 180, 75), "hammer": (128, 128, 0)}
+
+
+def contact_sheet(out: Path, records: list[dict], path, *, tile: int = 320, columns: int = 4) -> Path:
+    """A PNG grid of the scans in `records` (index rows) with their boxes and classes drawn."""
+    rows = max(1, -(-len(records) // columns))
+    sheet = Image.new("RGB", (columns * tile, rows * tile), (64, 64, 64))
+    for k, r in enumerate(records):
+        with Image.open(Path(out) / "JPEGImage" / f"{r['id']}.jpg") as im:
+            image = im.convert("RGB")
+        pen = ImageDraw.Draw(image)
+        for cls, box in zip(r["classes"], r["boxes"], strict=True):
+            pen.rectangle(box, outline=CLASS_COLOURS[cls], width=max(2, image.width // 200))
+            pen.text((box[0] + 3, box[1] + 2), cls, fill=CLASS_COLOURS[cls])
+        image.thumbnail((tile - 8, tile - 8))
+        ImageDraw.Draw(image).text((4, 4), r["id"], fill=(0, 0, 0))
+        sheet.paste(image, ((k % columns) * tile + 4, (k // columns) * tile + 4))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return Path(path)
