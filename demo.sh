@@ -10,9 +10,11 @@ pipeline ingest --raw "$RAW" --out manifests
 pipeline build-shards --ratio 10 --manifests manifests --out shards
 pipeline stats --manifests manifests
 
-# A short CPU training of CHR (small backbone, small inputs) and the paper's evaluation tables.
+# A short CPU training of CHR (small backbone, small inputs) and the paper's evaluation tables; a rerun
+# continues the run (model train refuses to overwrite one without --resume).
+RESUME=$([ -f runs/demo/last.pt ] && echo --resume || true)
 model train --shards shards/sixray10 --out runs/demo --backbone tiny --variant chr --epochs 8 \
-  --lr-steps 6 --batch-size 32 --lr 0.05 --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu
+  --lr-steps 6 --batch-size 32 --lr 0.05 --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu $RESUME
 echo "== model eval: the best epoch's checkpoint, Tables 2-3 =="
 model eval --checkpoint runs/demo/best.pt --shards shards/sixray10 --out runs/demo/eval \
   --test-size 128 --workers 2 --device cpu

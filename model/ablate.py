@@ -38,7 +38,7 @@ def run_once(cfg: TrainConfig) -> dict:
             print(f"reusing {cfg.out}", flush=True)
             return summary
     print(f"training {cfg.out}", flush=True)
-    return train(cfg, resume=True)
+    return train(cfg, resume=(Path(cfg.out) / "last.pt").exists())
 
 
 def pointing_key(cfg: TrainConfig) -> str:

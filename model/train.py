@@ -32,7 +32,7 @@ from model.evaluate import FUSED, gather, predict, progress_bar, summarise
 from model.loss import chr_loss
 from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import CLASSES
-from pipeline.errors import UsageError
+from pipeline.errors import MissingInputError, UsageError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,7 +111,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_steps), gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp)
     start_epoch, best_score, history = 0, -1.0, []
-    if resume and (out / "last.pt").exists():
+    check_run_folder(out, resume)
+    if resume:
         start_epoch, best_score, history = restore(out / "last.pt", cfg, device, model=model,
                                                    optimizer=optimizer, scheduler=scheduler, scaler=scaler)
     net = model
@@ -163,6 +164,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
         if world_size > 1:
             dist.barrier()
     return final_test(model, data, cfg, lcfg, rank, world_size, device)
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A new run never overwrites another's checkpoints; --resume needs one to continue."""
+    last = out / "last.pt"
+    if resume and not last.exists():
+        raise MissingInputError(f"{last}: nothing to resume (no checkpoint yet); drop --resume to start "
+                                "a new run")
+    if not resume and last.exists():
+        raise UsageError(f"{out} already holds a run ({last.name}): pass --resume to continue it, or "
+                         "choose another --out")
 
 
 def restore(path: Path, cfg: TrainConfig, device, **parts) -> tuple[int, float, list]:
