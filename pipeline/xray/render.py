@@ -76,13 +76,15 @@ class Scene:
         self.thickness[material, y0:y1, x0:x1] += pixels * unit
         return (x0, y0, x1, y1)
 
-    def render(self, rng, noise: float = 0.12) -> Image.Image:
-        """Colour image of the scene, with low-frequency density noise, slight blur and edge enhancement."""
+    def render(self, rng, noise: float = 0.12, *, tint=None, overflow: float | None = None) -> Image.Image:
+        """Colour image of the scene, with low-frequency density noise, slight blur and edge enhancement.
+        `tint` (the belt's RGB) and `overflow` (dense metal in saturated blue) as physics.colourise; by
+        default the empty belt is white."""
         low, high = attenuation(self.thickness)
         field = _low_frequency(rng, self.width, self.height, noise)
         low *= field
         high *= field
-        image = colourise(low, high, hue_shift=int(rng.integers(-3, 4)))
+        image = colourise(low, high, hue_shift=int(rng.integers(-3, 4)), overflow=overflow, tint=tint)
         return image.filter(ImageFilter.BoxBlur(0.6)).filter(ImageFilter.EDGE_ENHANCE)
 
 
@@ -102,35 +104,79 @@ def _low_frequency(rng, width, height, amplitude) -> np.ndarray:
 
 
 def render_scan(rng, width: int, height: int, threats, difficulty: float = 0.5):
-    """Render a bag with clutter, look-alikes and the given threats.
+    """Render one to three bags with clutter, look-alikes and the given threats, on a tinted belt.
 
     threats: (class, box area as a fraction of the image) pairs, one per box to draw.
     Returns the RGB image and one (class, xmin, ymin, xmax, ymax) tight pixel box per threat.
     """
     scene = Scene(width, height)
-    bag = _draw_bag(scene, rng)
+    bags = _draw_bags(scene, rng)
+    areas = np.array([(b[2] - b[0]) * (b[3] - b[1]) for b in bags], dtype=np.float64)
+    share = areas / areas.sum()
     for _ in range(rng.poisson(4 + 18 * difficulty) + 2):
-        _draw_clutter(scene, rng, bag)
+        _draw_clutter(scene, rng, bags[rng.choice(len(bags), p=share)])
     for _ in range(rng.poisson(0.5 + 2.5 * difficulty)):
-        _draw_lookalike(scene, rng, bag)
+        _draw_lookalike(scene, rng, bags[rng.choice(len(bags), p=share)])
     boxes = []
     for cls, area in threats:
-        box = _draw_threat(scene, rng, bag, cls, area, difficulty)
+        box = _draw_threat(scene, rng, bags[rng.choice(len(bags), p=share)], cls, area, difficulty)
         if box is not None:
             boxes.append((cls, *box))
             for _ in range(rng.poisson(2.0 * difficulty)):  # dense clutter piled on top of it
                 _draw_clutter(scene, rng, box, dense=True)
-    return scene.render(rng, noise=0.08 + 0.1 * difficulty), boxes
+    if rng.random() < STREAK_SHARE:
+        _draw_streak(scene, rng)
+    tint, overflow = scanner(rng)
+    return scene.render(rng, noise=0.08 + 0.1 * difficulty, tint=tint, overflow=overflow), boxes
 
 
-def _draw_bag(scene: Scene, rng):
-    """Draw the bag filling most of the frame; return its pixel rectangle (x0, y0, x1, y1)."""
+STREAK_SHARE = 0.3
+"""Share of scans with a noisy line across the belt near the top (the scan's start; a third of the real
+dev scans show one)."""
+OVERFLOW_SHARE = 0.35
+"""Share of scans from a scanner that shows dense metal piles in saturated blue (physics.OVERFLOW_BLUE)."""
+
+
+def scanner(rng):
+    """Per-scan settings of the simulated machine: the belt's colour (real belts: median RGB 227,227,225,
+    from near-white to light grey, some warm, some cyan) and the overflow threshold (or None)."""
+    grey = rng.uniform(215, 252)
+    warm = rng.normal(0, 4)
+    tint = (min(255.0, grey + warm + 2), min(255.0, grey + rng.normal(0, 2)), min(255.0, grey - warm))
+    overflow = float(rng.uniform(0.55, 1.0)) if rng.random() < OVERFLOW_SHARE else None
+    return tint, overflow
+
+
+def _draw_streak(scene: Scene, rng):
+    """A jagged, thin line of noise across the whole belt near the top edge."""
+    y = rng.uniform(0.005, 0.08) * scene.height
+    n = 40
+    pts = np.stack([np.linspace(-0.5, 0.5, n), rng.normal(0, 0.002, n)], axis=1).astype(np.float32)
+    streak = [
+        shapes.part(shapes.ORGANIC, shapes.LINE, pts, rng.uniform(0.5, 1.5), width=rng.uniform(0.003, 0.008))
+    ]
+    scene.draw(streak, scene.width / 2, y, scene.width)
+
+
+def _draw_bags(scene: Scene, rng) -> list[tuple[float, float, float, float]]:
+    """Draw one bag (70%), two (22%) or three (8%) side by side along the belt's longer axis, each filling
+    part of its slot and tilted a little, and return their pixel rectangles (x0, y0, x1, y1). The real dev
+    scans' belt is empty over about half of each scan (bench/measure_real_threats.py)."""
     w, h = scene.width, scene.height
-    mx, my = rng.uniform(0.02, 0.1, 2)
-    bag_w, bag_h = w * (1 - 2 * mx), h * (1 - 2 * my)
-    maker = shapes.BAGS[rng.integers(len(shapes.BAGS))]
-    scene.draw(maker(rng, bag_h / bag_w), w / 2, h / 2, bag_w, angle=rng.normal(0, 0.03))
-    return (w * mx, h * my, w * (1 - mx), h * (1 - my))
+    n = 1 if rng.random() < 0.7 else (2 if rng.random() < 0.73 else 3)
+    along_x = w >= h
+    slot = (w / n, h) if along_x else (w, h / n)
+    regions = []
+    for i in range(n):
+        fill = rng.uniform(0.45, 0.95, 2) if n == 1 else rng.uniform(0.55, 0.95, 2)
+        bw, bh = slot[0] * fill[0], slot[1] * fill[1]
+        ox, oy = (i * slot[0], 0.0) if along_x else (0.0, i * slot[1])
+        x0 = ox + rng.uniform(0, slot[0] - bw)
+        y0 = oy + rng.uniform(0, slot[1] - bh)
+        maker = shapes.BAGS[rng.integers(len(shapes.BAGS))]
+        scene.draw(maker(rng, bh / bw), x0 + bw / 2, y0 + bh / 2, bw, angle=rng.normal(0, 0.12))
+        regions.append((x0, y0, x0 + bw, y0 + bh))
+    return regions
 
 
 def _draw_clutter(scene: Scene, rng, region, dense=False):

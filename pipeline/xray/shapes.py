@@ -2,7 +2,8 @@
 
 Each maker takes a numpy Generator and returns a list of `part`s in local units, long axis about
 x in [-0.5, 0.5]; `pipeline.xray.render.Scene.draw` scales, rotates and foreshortens them. Thickness is in
-the physics' units: about 0.3 is a sheet of cloth, 1-2 a full bottle, 2-4 a steel tool (dark blue).
+the physics' units: about 0.3 is a sheet of cloth, 1-2 a full bottle, 2-3 a steel tool (teal, darker where
+parts overlap).
 Sub-types (pistol or revolver, kitchen or folding knife, ...) are drawn per object.
 """
 
@@ -54,173 +55,213 @@ def gun(rng):
 
 
 def _pistol(rng):
-    t = rng.uniform(2.2, 3.5)
-    grip_back = rng.uniform(0.02, 0.12)
-    frame = METAL if rng.random() < 0.6 else INORGANIC  # polymer frames read green under a metal slide
+    """Side view, muzzle at +x: steel slide with the denser barrel inside it, a frame (steel, or polymer that
+    reads green), a raked grip holding a steel magazine, trigger guard, trigger and hammer. Height about
+    0.65 of the length (the real gun boxes' median aspect is 1.5)."""
+    t = rng.uniform(1.4, 2.4)
+    top, h = -0.27, rng.uniform(0.13, 0.18)
+    below = top + h
+    rake = rng.uniform(0.06, 0.16)
+    grip_len = rng.uniform(0.42, 0.55)
+    g0, g1 = -0.47, rng.uniform(-0.26, -0.18)
+    polymer = rng.random() < 0.45
+    frame, ft = (INORGANIC, t * 1.3) if polymer else (METAL, t * 0.8)
     return [
-        part(METAL, POLY, rect(-0.5, -0.2, 0.5, -0.04), t),
+        part(METAL, POLY, [(-0.5, top), (0.47, top), (0.5, top + 0.03), (0.5, below), (-0.5, below)], t),
+        part(METAL, POLY, rect(-0.12, top + 0.035, 0.5, top + 0.035 + 0.5 * h), t * 1.3),
+        part(frame, POLY, [(-0.48, below), (0.3, below), (0.3, below + 0.06), (-0.2, below + 0.07)], ft),
         part(
             frame,
             POLY,
-            [(-0.46, -0.05), (-0.18, -0.05), (-0.26 + grip_back, 0.5), (-0.5 + grip_back, 0.46)],
-            t * 0.8,
+            [(g0, below), (g1, below), (g1 - rake, below + grip_len), (g0 - rake, below + grip_len - 0.03)],
+            ft,
         ),
-        part(
-            METAL,
-            POLY,
-            [(-0.4, 0.0), (-0.26, 0.0), (-0.3 + grip_back, 0.42), (-0.44 + grip_back, 0.4)],
-            t * 1.2,
-        ),
-        part(
-            frame, LOOP, ellipse(-0.06, 0.06, 0.11, 0.09, n=12, start=0, stop=math.pi), t * 0.6, width=0.025
-        ),
-        part(METAL, POLY, rect(-0.18, -0.05, 0.3, 0.02), t * 0.7),
-    ]
-
-
-def _revolver(rng):
-    t = rng.uniform(2.5, 3.8)
-    barrel = rng.uniform(0.25, 0.5)
-    return [
-        part(METAL, POLY, rect(-0.05, -0.16, barrel, -0.07), t),
-        part(METAL, POLY, ellipse(-0.12, -0.08, 0.13, 0.1), t * 1.4),
-        part(METAL, POLY, rect(-0.3, -0.18, 0.02, -0.02), t * 0.8),
-        part(
-            ORGANIC if rng.random() < 0.5 else METAL,
-            POLY,
-            [(-0.34, -0.04), (-0.16, -0.02), (-0.3, 0.42), (-0.5, 0.38)],
-            t * 0.9,
-        ),
-        part(METAL, LOOP, ellipse(-0.1, 0.04, 0.09, 0.08, n=10, start=0, stop=math.pi), t * 0.6, width=0.025),
-    ]
-
-
-def knife(rng):
-    kind = rng.choice(["kitchen", "folding", "dagger"])
-    t = rng.uniform(1.4, 2.6)
-    width = rng.uniform(0.07, 0.16)
-    if kind == "dagger":
-        blade = [(-0.1, -width / 2), (0.5, 0.0), (-0.1, width / 2)]
-        return [
-            part(METAL, POLY, blade, t),
-            part(METAL, POLY, rect(-0.13, -width, -0.09, width), t * 1.4),
-            part(ORGANIC, POLY, rect(-0.5, -0.035, -0.13, 0.035), 2.0),
-            part(METAL, POLY, rect(-0.5, -0.012, -0.13, 0.012), t * 0.8),
-        ]
-    blade = [
-        (-0.1, -width / 2),
-        (0.3, -width / 2),
-        (0.5, -width / 2 + 0.01),
-        (0.38, width * 0.2),
-        (-0.1, width / 2),
-    ]
-    handle = ORGANIC if kind == "kitchen" else METAL
-    parts = [
-        part(METAL, POLY, blade, t),
-        part(handle, POLY, rect(-0.5, -0.05, -0.08, 0.05), 2.2 if handle == ORGANIC else t * 1.3),
-    ]
-    if kind == "kitchen":  # rivets through the handle
-        parts += [part(METAL, POLY, ellipse(x, 0.0, 0.015, 0.015, n=8), t * 2) for x in (-0.4, -0.25)]
-    return parts
-
-
-def wrench(rng):
-    t = rng.uniform(2.4, 3.6)
-    if rng.random() < 0.4:  # adjustable
-        return [
-            part(METAL, POLY, [(-0.5, -0.04), (0.25, -0.05), (0.25, 0.05), (-0.5, 0.035)], t),
-            part(
-                METAL,
-                POLY,
-                [(0.2, -0.14), (0.5, -0.12), (0.5, -0.04), (0.32, -0.03), (0.32, 0.06), (0.2, 0.1)],
-                t * 1.3,
-            ),
-            part(METAL, POLY, ellipse(0.22, 0.02, 0.035, 0.06, n=8), t * 1.6),
-            part(METAL, LOOP, ellipse(-0.45, 0.0, 0.02, 0.02, n=8), t * 0.5, width=0.01),
-        ]
-    jaw = rng.uniform(0.06, 0.1)
-    return [
-        part(METAL, POLY, rect(-0.36, -0.035, 0.36, 0.035), t),
-        part(METAL, LOOP, ellipse(0.42, 0.0, 0.075, 0.075, n=14), t * 1.2, width=0.045),
         part(
             METAL,
             POLY,
             [
-                (-0.36, -0.05),
-                (-0.5, -jaw - 0.03),
-                (-0.52, -jaw + 0.01),
-                (-0.42, -jaw * 0.5),
-                (-0.42, jaw * 0.5),
-                (-0.52, jaw - 0.01),
-                (-0.5, jaw + 0.03),
-                (-0.36, 0.05),
+                (g0 + 0.05, below + 0.05),
+                (g1 - 0.04, below + 0.05),
+                (g1 - 0.04 - rake * 0.9, below + grip_len - 0.02),
+                (g0 + 0.05 - rake * 0.9, below + grip_len - 0.04),
             ],
+            t * 1.1,
+        ),
+        part(
+            frame,
+            LINE,
+            ellipse(-0.04, below + 0.05, 0.14, 0.13, n=10, start=0, stop=math.pi),
+            ft * 0.8,
+            width=0.03,
+        ),
+        part(
+            METAL,
+            LINE,
+            [(-0.08, below + 0.06), (-0.07, below + 0.12), (-0.1, below + 0.16)],
+            t * 0.8,
+            width=0.02,
+        ),
+        part(
+            METAL, POLY, [(-0.5, top + 0.02), (-0.56, top - 0.04), (-0.5, top - 0.05), (-0.44, top)], t * 0.8
+        ),
+    ]
+
+
+def _revolver(rng):
+    """Side view: barrel with the ejector rod under it, a cylinder whose chambers show as parallel bars, the
+    frame and top strap, hammer, trigger guard, and a curved grip of wood (orange) or steel."""
+    t = rng.uniform(1.4, 2.4)
+    muzzle = rng.uniform(0.35, 0.5)
+    wood = rng.random() < 0.5
+    parts = [
+        part(METAL, POLY, rect(0.0, -0.2, muzzle, -0.11), t),
+        part(METAL, POLY, rect(0.0, -0.11, muzzle * 0.6, -0.07), t * 0.6),
+        part(METAL, POLY, ellipse(-0.12, -0.1, 0.14, 0.12, n=16), t * 0.9),
+        part(METAL, POLY, rect(-0.32, -0.24, 0.04, -0.2), t * 0.8),
+        part(METAL, POLY, rect(-0.32, -0.2, -0.24, 0.0), t),
+        part(METAL, POLY, [(-0.3, -0.24), (-0.42, -0.33), (-0.44, -0.29), (-0.34, -0.2)], t * 0.9),
+        part(METAL, LINE, ellipse(-0.1, 0.02, 0.1, 0.11, n=10, start=0, stop=math.pi), t * 0.7, width=0.03),
+        part(
+            ORGANIC if wood else METAL,
+            POLY,
+            [(-0.32, -0.02), (-0.18, 0.0), (-0.22, 0.18), (-0.3, 0.38), (-0.48, 0.36), (-0.46, 0.12)],
+            2.6 if wood else t * 0.9,
+        ),
+    ]
+    parts += [part(METAL, POLY, rect(-0.24, y, 0.0, y + 0.035), t * 0.5) for y in (-0.19, -0.12, -0.05)]
+    return parts
+
+
+def knife(rng):
+    """Kitchen, combat, dagger or folding knife. Blades are thin steel over a ground bevel, so they read
+    teal to green rather than dark blue (the real knife boxes' median hue is 90-95 degrees); a darker spine,
+    a dense guard and tang, and a handle of wood or plastic (orange or green) with rivets."""
+    kind = rng.choice(["kitchen", "combat", "dagger", "folding"], p=[0.35, 0.3, 0.15, 0.2])
+    tb = rng.uniform(0.6, 1.2)
+    bevel = rng.uniform(0.3, 0.8)
+    w = rng.uniform(0.09, 0.16) if kind == "kitchen" else rng.uniform(0.07, 0.12)
+    base = rng.uniform(-0.12, 0.02) if kind != "folding" else rng.uniform(0.0, 0.1)
+    if kind == "dagger":
+        blade = [(base, -w / 2), (0.5, 0.0), (base, w / 2)]
+        spine = [(base, 0.0), (0.45, 0.0)]
+    elif kind == "combat":
+        blade = [(base, -w / 2), (0.3, -w / 2), (0.42, -w * 0.2), (0.5, 0.0), (0.35, w / 2), (base, w / 2)]
+        spine = [(base, -w / 2), (0.3, -w / 2), (0.42, -w * 0.2)]
+    else:
+        blade = [(base, -w / 2), (0.32, -w / 2), (0.5, -w * 0.42), (0.4, w * 0.15), (base, w / 2)]
+        spine = [(base, -w / 2), (0.32, -w / 2), (0.5, -w * 0.42)]
+    parts = [
+        part(METAL, POLY, blade, tb),
+        part(INORGANIC, POLY, blade, bevel),
+        part(METAL, LINE, spine, tb * 0.9, width=0.018),
+    ]
+    hw = rng.uniform(0.045, 0.065)
+    grip = ORGANIC if rng.random() < 0.55 else INORGANIC
+    gt = rng.uniform(1.6, 2.6) if grip == ORGANIC else rng.uniform(1.2, 2.0)
+    if kind in ("combat", "dagger"):
+        parts.append(part(METAL, POLY, rect(base - 0.035, -w * 0.85, base, w * 0.85), rng.uniform(2.0, 3.0)))
+        parts.append(part(METAL, POLY, rect(-0.5, -hw * 1.1, -0.46, hw * 1.1), rng.uniform(1.8, 2.6)))
+    if kind == "folding":
+        parts.append(part(METAL, POLY, rect(-0.5, -hw, base, hw), rng.uniform(0.8, 1.4)))
+        parts.append(part(METAL, POLY, ellipse(base - 0.02, 0.0, 0.025, 0.025, n=8), 2.5))
+    parts.append(part(grip, POLY, rect(-0.48, -hw, base - 0.035, hw), gt))
+    parts.append(part(METAL, POLY, rect(-0.46, -hw * 0.35, base, hw * 0.35), rng.uniform(0.6, 1.2)))
+    if kind == "kitchen":
+        parts += [part(METAL, POLY, ellipse(x, 0.0, 0.014, 0.014, n=8), 2.0) for x in (-0.4, -0.28, -0.16)]
+    return parts
+
+
+def wrench(rng):
+    """Combination wrench (an open jaw at one end, a ring at the other) or adjustable wrench (fixed and
+    sliding jaws, the dense worm gear, a hang hole)."""
+    t = rng.uniform(1.8, 2.8)
+    if rng.random() < 0.35:  # adjustable
+        return [
+            part(METAL, POLY, [(-0.5, -0.045), (0.22, -0.055), (0.22, 0.055), (-0.5, 0.04)], t),
+            part(METAL, LOOP, ellipse(-0.44, 0.0, 0.022, 0.022, n=8), t * 0.5, width=0.01),
+            part(
+                METAL,
+                POLY,
+                [(0.18, -0.15), (0.5, -0.13), (0.5, -0.05), (0.33, -0.035), (0.33, 0.07), (0.18, 0.11)],
+                t * 1.2,
+            ),
+            part(METAL, POLY, rect(0.33, 0.02, 0.48, 0.08), t),
+            part(METAL, POLY, ellipse(0.24, 0.03, 0.035, 0.05, n=8), t * 1.4),
+        ]
+    ring = rng.uniform(0.06, 0.09)
+    jaw = rng.uniform(0.08, 0.11)
+    return [
+        part(
+            METAL,
+            POLY,
+            [(-0.38, -0.04), (0.0, -0.03), (0.36, -0.042), (0.36, 0.042), (0.0, 0.03), (-0.38, 0.04)],
+            t,
+        ),
+        part(METAL, LOOP, ellipse(-0.42, 0.0, ring, ring, n=14), t * 1.2, width=0.045),
+        part(
+            METAL,
+            LINE,
+            ellipse(0.42, 0.0, jaw, jaw, n=12, start=0.75, stop=2 * math.pi - 0.75),
             t * 1.2,
+            width=0.05,
         ),
     ]
 
 
 def pliers(rng):
-    t = rng.uniform(2.4, 3.6)
-    spread = rng.uniform(0.06, 0.2)
-    nose = rng.uniform(0.25, 0.5)  # long-nose pliers have longer, thinner jaws
-    sleeve = ORGANIC if rng.random() < 0.7 else INORGANIC
-    parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.05, 0.05, n=10), t * 1.5)]
+    """Two bowed handles diverging from the pivot, most of their length in plastic sleeves (orange or
+    green), and the dense jaws (long-nose or combination) beyond the pivot."""
+    t = rng.uniform(2.2, 3.2)
+    spread = rng.uniform(0.08, 0.28)
+    nose = rng.uniform(0.3, 0.5)
+    bow = rng.uniform(-0.05, 0.05)
+    sleeve = ORGANIC if rng.random() < 0.5 else INORGANIC
+    sleeved = rng.random() < 0.5
+    jaw = rng.uniform(0.035, 0.06)
+    parts = [
+        part(METAL, POLY, [(0.05, -jaw * 1.4), (nose, -0.012), (nose, 0.012), (0.05, jaw * 1.4)], t * 1.2),
+        part(METAL, POLY, ellipse(0.06, 0.0, 0.06, 0.06, n=10), t * 1.5),
+    ]
     for sign in (-1, 1):
-        parts += [
-            part(
-                METAL,
-                POLY,
-                [
-                    (0.0, -0.03 * sign),
-                    (-0.5, spread * sign),
-                    (-0.5, (spread + 0.05) * sign),
-                    (0.0, 0.04 * sign),
-                ],
-                t * 0.9,
-            ),
-            part(
-                sleeve,
-                POLY,
-                [
-                    (-0.15, 0.02 * sign),
-                    (-0.5, spread * sign),
-                    (-0.5, (spread + 0.06) * sign),
-                    (-0.15, 0.08 * sign),
-                ],
-                2.5,
-            ),
-            part(
-                METAL,
-                POLY,
-                [(0.0, 0.04 * sign), (nose, 0.005 * sign), (nose, 0.02 * sign), (0.0, -0.02 * sign)],
-                t,
-            ),
-        ]
+        handle = np.array(
+            [
+                (0.05, 0.02 * sign),
+                (-0.15, (0.03 + spread * 0.35 + bow) * sign),
+                (-0.35, (0.02 + spread * 0.75 + bow) * sign),
+                (-0.5, (spread + 0.01) * sign),
+            ],
+            dtype=np.float32,
+        )
+        parts.append(part(METAL, LINE, handle, t * 0.9, width=0.045))
+        if sleeved:
+            parts.append(part(sleeve, LINE, handle[1:], rng.uniform(1.8, 2.8), width=0.07))
     return parts
 
 
 def scissors(rng):
-    t = rng.uniform(1.5, 2.6)
-    open_ = rng.uniform(0.02, 0.12)
-    ring = ORGANIC if rng.random() < 0.6 else METAL
+    """Two finger rings (plastic or steel), the shanks, a dense pivot screw and two long, slightly open
+    blades."""
+    t = rng.uniform(1.6, 2.6)
+    open_ = rng.uniform(0.0, 0.12)
+    ring = ORGANIC if rng.random() < 0.35 else (INORGANIC if rng.random() < 0.5 else METAL)
+    rt = {ORGANIC: rng.uniform(2.0, 3.0), INORGANIC: rng.uniform(1.6, 2.6), METAL: t}[ring]
+    rx, ry = rng.uniform(0.14, 0.2), rng.uniform(0.1, 0.15)
     parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.03, 0.03, n=8), t * 2)]
     for sign in (-1, 1):
         parts += [
             part(
                 METAL,
                 POLY,
-                [(-0.05, 0.0), (0.5, open_ * sign), (0.48, (open_ + 0.03) * sign), (0.0, 0.05 * sign)],
+                [
+                    (-0.04, 0.015 * sign),
+                    (0.5, (open_ + 0.01) * sign),
+                    (0.48, (open_ + 0.045) * sign),
+                    (0.02, 0.055 * sign),
+                ],
                 t,
             ),
-            part(
-                ring,
-                LOOP,
-                ellipse(-0.3, 0.13 * sign, 0.14, 0.08, n=14),
-                2.4 if ring == ORGANIC else t,
-                width=0.035,
-            ),
-            part(ring, POLY, rect(-0.18, 0.02 * sign, -0.02, 0.07 * sign), 2.4 if ring == ORGANIC else t),
+            part(ring, LOOP, ellipse(-0.32, (ry + 0.02) * sign, rx, ry, n=16), rt, width=0.04),
+            part(METAL, LINE, [(0.0, 0.0), (-0.16, (ry * 0.6 + 0.02) * sign)], t, width=0.04),
         ]
     return parts
 
@@ -320,12 +361,27 @@ def bottle(rng):
 
 
 def electronics(rng):
-    t = rng.uniform(0.9, 1.8)
+    """A device: a green board or plastic case crossed by thin metal traces, a battery or shield plate,
+    and small dense components (the real bags' chargers, phones, power banks, laptops)."""
+    t = rng.uniform(0.6, 1.4)
     parts = [
         part(INORGANIC, POLY, rect(-0.5, -0.33, 0.5, 0.33), t),
-        part(METAL, POLY, rect(-0.4, 0.05, 0.1, 0.28), rng.uniform(0.8, 1.6)),
+        part(INORGANIC, LOOP, rect(-0.49, -0.32, 0.49, 0.32), t * 0.8, width=0.02),
+        part(METAL, POLY, rect(-0.4, 0.05, rng.uniform(-0.1, 0.2), 0.28), rng.uniform(0.6, 1.4)),
     ]
-    for _ in range(rng.integers(3, 8)):
+    for _ in range(rng.integers(3, 9)):
+        y = rng.uniform(-0.3, 0.3)
+        x0 = rng.uniform(-0.48, 0.2)
+        parts.append(
+            part(
+                METAL,
+                LINE,
+                [(x0, y), (x0 + rng.uniform(0.1, 0.4), y + rng.normal(0, 0.05))],
+                rng.uniform(0.5, 1.2),
+                width=0.012,
+            )
+        )
+    for _ in range(rng.integers(3, 10)):
         x, y = rng.uniform(-0.45, 0.35), rng.uniform(-0.3, 0.2)
         parts.append(
             part(
@@ -335,6 +391,53 @@ def electronics(rng):
                 rng.uniform(1, 3),
             )
         )
+    return parts
+
+
+def wires(rng):
+    """A tangle of earphone, charger and USB cables: several long thin curling lines, dark green to teal
+    in the real scans (copper in plastic), with a dense plug or two."""
+    parts = []
+    for _ in range(rng.integers(2, 6)):
+        n = int(rng.integers(12, 24))
+        heading = np.cumsum(rng.normal(0, 0.5, n)) + rng.uniform(0, 2 * math.pi)  # smooth curls
+        path = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], axis=1), axis=0).astype(np.float32)
+        path -= path.mean(axis=0)
+        path /= max(float(np.abs(path).max()) * 2, 1e-3)
+        material = METAL if rng.random() < 0.5 else INORGANIC
+        parts.append(part(material, LINE, path, rng.uniform(1.2, 2.5), width=rng.uniform(0.006, 0.014)))
+        if rng.random() < 0.5:
+            x, y = path[-1]
+            parts.append(
+                part(METAL, POLY, rect(x - 0.025, y - 0.015, x + 0.025, y + 0.015), rng.uniform(1.5, 3))
+            )
+    return parts
+
+
+def trinkets(rng):
+    """Small dense bits spread over an area: zipper pulls, buckles, rings, screws, clips, batteries (the
+    teal specks scattered over every real bag)."""
+    parts = []
+    for _ in range(rng.integers(3, 11)):
+        x, y = rng.uniform(-0.48, 0.48, 2)
+        r = rng.uniform(0.012, 0.035)
+        kind = rng.integers(4)
+        t = rng.uniform(1.2, 3.0)
+        material = METAL if rng.random() < 0.75 else INORGANIC
+        if kind == 0:
+            parts.append(
+                part(material, LOOP, ellipse(x, y, r, r * rng.uniform(0.6, 1), n=10), t, width=r * 0.4)
+            )
+        elif kind == 1:
+            parts.append(part(material, POLY, rect(x - r, y - r * 0.4, x + r, y + r * 0.4), t))
+        elif kind == 2:
+            parts.append(
+                part(material, LOOP, rect(x - r, y - r * 0.7, x + r, y + r * 0.7), t, width=r * 0.35)
+            )
+        else:
+            a = rng.uniform(0, math.pi)
+            dx, dy = 2 * r * math.cos(a), 2 * r * math.sin(a)
+            parts.append(part(material, LINE, [(x - dx, y - dy), (x + dx, y + dy)], t, width=r * 0.6))
     return parts
 
 
@@ -418,9 +521,11 @@ def pouch(rng):
 
 CLUTTER = (  # (maker, relative frequency, size as a fraction of the bag's long side)
     (clothes, 5, (0.3, 0.7)),
-    (bottle, 2, (0.15, 0.35)),
+    (bottle, 1.5, (0.15, 0.35)),
     (electronics, 2, (0.15, 0.4)),
-    (cable, 3, (0.15, 0.5)),
+    (cable, 2, (0.15, 0.5)),
+    (wires, 3, (0.2, 0.6)),
+    (trinkets, 3, (0.3, 0.9)),
     (keys, 1, (0.05, 0.12)),
     (coins, 1, (0.06, 0.15)),
     (umbrella, 1, (0.35, 0.7)),
