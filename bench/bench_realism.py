@@ -220,8 +220,9 @@ def main() -> None:
     print(f"contact sheet: {sheet}", flush=True)
     run("pipeline", "ingest", "--raw", str(raw), "--out", str(manifests), *w)
     run("pipeline", "build-shards", "--ratio", "10", "--manifests", str(manifests), "--out", str(shards), *w)
-    if not (runs / "test.json").exists():
-        run("model", "train", "--shards", str(shards / "sixray10"), "--out", str(runs), *TRAIN)
+    if not (runs / "test.json").exists():  # an interrupted run continues (train refuses to overwrite one)
+        resume = ["--resume"] if (runs / "last.pt").exists() else []
+        run("model", "train", "--shards", str(shards / "sixray10"), "--out", str(runs), *TRAIN, *resume)
     synth_summary = json.loads((runs / "test.json").read_text())
 
     real_manifests, real_shards = work / "real" / "manifests", work / "real" / "shards"
