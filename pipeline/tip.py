@@ -56,8 +56,8 @@ THREAT_COUNTS = {1: 0.6, 2: 0.3, 3: 0.1}
 """Threats per TIP scan (up to --max-threats; the weights of the ones allowed are renormalised)."""
 SCALE_RANGE = (0.5, 2.0)
 """A layer is resized by at most this much: further would invent or lose detail."""
-BOX_LEVEL = 250
-"""A placed layer's pixel with a channel at or below this absorbs (>= 2%): it is inside the box."""
+BOX_LEVEL = 254
+"""A placed layer's pixel with a channel at or below this absorbs: the box holds every one of them."""
 BAG_MARGIN = 25
 """Grey levels under the belt's (its 99th percentile) that mark the bag."""
 MASK_REDUCE = 8
@@ -314,6 +314,7 @@ def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int 
               "negatives_md5": _digest(ids),
               "library_md5": _digest(f"{r['collection']}/{r['threat']}" for r in layers)}
     write_json(out / ".tip" / "params.json", params)  # a record; chunk keys hold the parameters
+    remove_beyond(out, count)
     library_mtime = max(p.stat().st_mtime_ns for p in threats.glob("*/index.parquet"))
     todo, n_chunks = [], -(-count // chunk_size)
     for chunk in range(n_chunks):
@@ -330,7 +331,7 @@ def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int 
     written = sum(r["count"] for r in run_tasks(tip_chunk, todo, workers=workers, scheduler=scheduler,
                                                   desc="tip", total=sum(len(t["ids"]) for t in todo)))
     seconds = time.perf_counter() - started
-    index = finish(out, count, n_chunks)
+    index = finish(out, n_chunks)
     if preview:
         contact_sheet(out, index[:16], preview)
     per_class = Counter(c for r in index for c in r["classes"])
@@ -346,15 +347,21 @@ def _done(out: Path, chunk: int, key: str) -> bool:
         return False
 
 
-def finish(out: Path, count: int, n_chunks: int) -> list[dict]:
-    """Remove the markers past the last chunk and the scans past `count` (an earlier, larger --count),
-    then write the label file and the index from the markers; return the index rows."""
+def remove_beyond(out: Path, count: int) -> None:
+    """Delete the scans numbered past `count` that earlier runs' markers list (a larger --count), before
+    the markers are rewritten; markers of chunks past the last are deleted by finish."""
+    for marker in sorted((out / ".tip").glob("chunk-*.json")):
+        for r in json.loads(marker.read_text())["records"]:
+            if int(r["id"][len(TIP_PREFIX) :]) > count:
+                (out / "JPEGImage" / f"{r['id']}.jpg").unlink(missing_ok=True)
+                (out / "Annotation" / f"{r['id']}.xml").unlink(missing_ok=True)
+
+
+def finish(out: Path, n_chunks: int) -> list[dict]:
+    """Delete the markers past the last chunk, then write the label file and the index from the
+    markers; return the index rows."""
     for marker in sorted((out / ".tip").glob("chunk-*.json")):
         if int(marker.stem.split("-")[1]) >= n_chunks:
-            for r in json.loads(marker.read_text())["records"]:
-                if int(r["id"][len(TIP_PREFIX) :]) > count:
-                    (out / "JPEGImage" / f"{r['id']}.jpg").unlink(missing_ok=True)
-                    (out / "Annotation" / f"{r['id']}.xml").unlink(missing_ok=True)
             marker.unlink()
     index = [r for chunk in range(n_chunks) for r in json.loads(_marker(out, chunk).read_text())["records"]]
     header = "name," + ",".join(CSV_COLUMNS) + "\r\n"  # as the release's files: CRLF
