@@ -180,8 +180,14 @@ def check_run_folder(out: Path, resume: bool) -> None:
 def restore(path: Path, cfg: TrainConfig, device, **parts) -> tuple[int, float, list]:
     """Load every part's state and the RNGs from a last.pt; return (epochs done, best score, history)."""
     ckpt = load_checkpoint(path, device)
-    if train_config_from_dict(ckpt["config"]).model != cfg.model:
-        raise UsageError(f"{path}: its model config differs from this run's; use another out")
+    saved = train_config_from_dict(ckpt["config"])
+    changed = [f"{k}: {v!r} -> {getattr(cfg.model, k)!r}" for k, v in vars(saved.model).items()
+               if getattr(cfg.model, k) != v]
+    if Path(saved.shards).resolve() != Path(cfg.shards).resolve():
+        changed.append(f"shards: {saved.shards} -> {cfg.shards}")
+    if changed:
+        raise UsageError(f"{path}: --resume with another model or data than the run's "
+                         f"({'; '.join(changed)}); resume with the run's flags, or choose another --out")
     for name, part in parts.items():
         part.load_state_dict(ckpt[name])
     set_rng_state(ckpt["rng"])

@@ -7,6 +7,7 @@ come from a generator: the local pool takes them as it goes, so a stage never ho
 """
 
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import chain, islice
@@ -58,8 +59,14 @@ def _execute(fn, tasks, workers, scheduler):
         yield from _pool(fn, chain(head, tasks), min(workers, len(head)))
 
 
+def _quiet_on_ctrl_c() -> None:
+    """In a worker: Ctrl-C (SIGINT, sent to the whole process group) ends it at once and silently; the
+    parent reports the interruption once. Its unfinished output is a temp file the next run deletes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _pool(fn, tasks: Iterator, workers: int):
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_quiet_on_ctrl_c) as pool:
         pending = {pool.submit(fn, t) for t in islice(tasks, IN_FLIGHT * workers)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -46,10 +46,22 @@ class MissingInputError(UsageError, FileNotFoundError):
     """A file or folder the command needs does not exist (yet): the message says which command makes it."""
 
 
+def message_of(exc: BaseException) -> str:
+    """The exception's own message, also when a DataLoader worker re-raised it: torch then prepends
+    'Caught X in DataLoader worker process N' and the worker's traceback, and the message is the last
+    line, after the exception's qualified name."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and " " not in name else last
+
+
 def describe(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception that ends a command."""
     if isinstance(exc, SixrayError):
-        return exc.exit_code, str(exc)
+        return exc.exit_code, message_of(exc)
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; finished work is kept: rerun the same command to resume"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -38,7 +38,7 @@ from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError
 from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
-from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES
+from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
 from pipeline.split import register_split_hash, split_sql
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file
 
@@ -394,7 +394,7 @@ def write_manifest(con: duckdb.DuckDBPyConnection, work: Path, parts: list[dict]
 def write_row_groups(batches: Iterator[pa.RecordBatch], path: Path, raw: Path) -> None:
     """Write the batches as Parquet in fixed-size row groups, whatever the batches' sizes (so the bytes
     depend only on the rows), atomically."""
-    schema = MANIFEST_SCHEMA.with_metadata({"raw_root": str(raw)})
+    schema = MANIFEST_SCHEMA.with_metadata(manifest_metadata(raw))
     source = folder_source(raw)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         pending = MANIFEST_SCHEMA.empty_table()  # rows read but not yet written, fewer than a row group

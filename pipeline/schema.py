@@ -66,5 +66,35 @@ USABLE_STATUSES = ("ok", "no_boxes")
 """Rows with these statuses go into subsets and shards; every other status is excluded and reported."""
 
 
+SCHEMA_VERSION = 1
+"""Written into every manifest's Parquet metadata (`sixray_schema`); bump when a column changes meaning.
+Readers refuse a manifest from a newer version rather than misread it."""
+
+
+def manifest_metadata(raw_root) -> dict:
+    return {"raw_root": str(raw_root), "sixray_schema": str(SCHEMA_VERSION)}
+
+
+def check_manifest(path, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
+    """UsageError unless `path` is a manifest this version reads: Parquet, not from a newer schema, with
+    every column `schema` has (an older manifest is made current by running `pipeline ingest` again)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.errors import DataError, UsageError
+
+    try:
+        found = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path}: not a readable Parquet manifest ({exc})") from exc
+    version = int((found.metadata or {}).get(b"sixray_schema", b"0"))
+    if version > SCHEMA_VERSION:
+        raise UsageError(f"{path}: written by a newer sixray-tools (manifest schema {version}; this one "
+                         f"reads up to {SCHEMA_VERSION}): upgrade, or rerun `pipeline ingest` with this one")
+    missing = [name for name in schema.names if name not in found.names]
+    if missing:
+        raise UsageError(f"{path}: no column(s) {', '.join(missing)}: written by an older version; run "
+                         "`pipeline ingest` again to update it")
+
+
 def empty_manifest() -> pa.Table:
     return MANIFEST_SCHEMA.empty_table()

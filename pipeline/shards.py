@@ -21,6 +21,7 @@ from pipeline.atomic import atomic_path, write_bytes, write_json
 from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import DataError, MissingInputError, UsageError
+from pipeline.schema import check_manifest
 from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
 
 MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
@@ -62,8 +63,12 @@ def build_shards(
     shard_dir = Path(out) / f"sixray{ratio}"
     if not manifest.exists():
         raise MissingInputError(f"{manifest}: no manifest; run `pipeline ingest` first")
-    summary = build_subset(manifest, subset, cfg)
+    check_manifest(manifest)
     raw_root = Path(raw) if raw else manifest_raw_root(manifest)
+    if not raw_root.is_dir():
+        raise UsageError(f"{raw_root}: no such folder; {manifest} was made from it: pass --raw DIR where "
+                         "the raw download is now")
+    summary = build_subset(manifest, subset, cfg)
     shards = read_plan(subset)
     shard_dir.mkdir(parents=True, exist_ok=True)
     (shard_dir / "_info.json").unlink(missing_ok=True)  # until every shard is done, loaders see no epoch
