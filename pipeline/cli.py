@@ -61,16 +61,18 @@ def synth_command(out, positives, negatives, size_factor, difficulty, seed, chun
               help="Cut the scans of this split of the raw folder's manifest (all: every boxed scan).")
 @click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True,
               help="Folder of the raw folder's manifest.parquet (pipeline ingest), for the split.")
+@click.option("--subset", type=click.Path(dir_okay=False),
+              help="Cut only this subset manifest's scans, e.g. manifests/sixray1000.parquet.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=200, show_default=True,
               help="Scans per resumable task.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
 @click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
-def threats_command(raw, out, name, split, manifests, chunk_size, workers, scheduler):
+def threats_command(raw, out, name, split, manifests, subset, chunk_size, workers, scheduler):
     """Cut every boxed threat into a transmission layer (the bag behind it divided out); resumable."""
     from pipeline.threats import build_threats
 
-    s = build_threats(raw, out, name=name, split=split, manifests=manifests, chunk_size=chunk_size,
-                      workers=workers, scheduler=scheduler)
+    s = build_threats(raw, out, name=name, split=split, manifests=manifests, subset=subset,
+                      chunk_size=chunk_size, workers=workers, scheduler=scheduler)
     dropped = ", ".join(f"{n} {reason}" for reason, n in s["dropped"].items()) or "none"
     click.echo(f"{s['collection']}: {s['layers']} layers from {s['boxes']} boxes of {s['scans']} scans "
                f"({s['skipped_chunks']} chunks already done); dropped: {dropped}")

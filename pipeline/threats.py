@@ -228,10 +228,13 @@ def _key(inputs) -> str:
 # ---------------------------------------------------------------- which scans
 
 
-def manifest_splits(manifests: Path, raw: Path) -> dict[str, str] | None:
-    """id -> our split of the usable rows of `manifests/manifest.parquet`, if it was made from `raw`."""
-    path = Path(manifests) / "manifest.parquet"
+def manifest_splits(manifests: Path, raw: Path, subset: Path | None = None) -> dict[str, str] | None:
+    """id -> our split of the usable rows of `manifests/manifest.parquet` (or of the subset manifest
+    `subset`, e.g. manifests/sixray1000.parquet: its rows only), if it was made from `raw`."""
+    path = Path(subset) if subset else Path(manifests) / "manifest.parquet"
     if not path.exists():
+        if subset:
+            raise MissingInputError(f"{path}: no subset manifest; run `pipeline build-shards` first")
         return None
     meta = pq.read_schema(path).metadata or {}
     if meta.get(b"raw_root", b"").decode() != str(Path(raw).resolve()):
@@ -241,8 +244,10 @@ def manifest_splits(manifests: Path, raw: Path) -> dict[str, str] | None:
     return {i: s for i, st, s in zip(ids, statuses, splits, strict=True) if st in USABLE_STATUSES and s}
 
 
-def list_boxed_scans(raw: Path, split: str, splits: dict | None) -> list[tuple[str, str, str | None]]:
-    """(id, XML name, split) of every scan to cut, sorted by id (TIP scans left out)."""
+def list_boxed_scans(raw: Path, split: str, splits: dict | None,
+                     only_listed: bool = False) -> list[tuple[str, str, str | None]]:
+    """(id, XML name, split) of every scan to cut, sorted by id (TIP scans left out; with only_listed,
+    the ids `splits` does not list too)."""
     folder = Path(raw) / "Annotation"
     names = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".xml")) \
         if folder.is_dir() else []
@@ -252,7 +257,7 @@ def list_boxed_scans(raw: Path, split: str, splits: dict | None) -> list[tuple[s
         if scan_id.startswith(TIP_PREFIX):
             continue
         own = splits.get(scan_id) if splits is not None else None
-        if split != "all" and own != split:
+        if (split != "all" and own != split) or (only_listed and scan_id not in splits):
             continue
         scans.append((scan_id, name, own))
     return scans
@@ -262,23 +267,27 @@ def list_boxed_scans(raw: Path, split: str, splits: dict | None) -> list[tuple[s
 
 
 def build_threats(raw, out, *, name: str | None = None, split: str = "train", manifests="manifests",
-                  chunk_size: int = 200, workers: int | None = None, scheduler=None) -> dict:
+                  subset=None, chunk_size: int = 200, workers: int | None = None, scheduler=None) -> dict:
     """Cut the boxed threats of `raw` into the collection `out/<name>/` (name: the raw folder's name);
-    return a summary (layers, drops by reason, scans, skipped chunks)."""
+    return a summary (layers, drops by reason, scans, skipped chunks). `subset`: a subset manifest whose
+    rows (of `split`) are the only scans cut, e.g. SIXray1000's few train positives."""
     if split not in SPLIT_CHOICES:
         raise UsageError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
     raw = Path(raw).resolve()
     if not (raw / "JPEGImage").is_dir():
         raise MissingInputError(f"{raw}: no JPEGImage/ folder; is this a SIXray raw root?")
-    splits = manifest_splits(Path(manifests), raw)
+    splits = manifest_splits(Path(manifests), raw, subset)
+    if subset and splits is None:
+        raise UsageError(f"{subset} is not a subset of a manifest of {raw}")
     if split != "all" and splits is None:
         raise UsageError(f"{Path(manifests) / 'manifest.parquet'} is not a manifest of {raw}: run "
                          f"`pipeline ingest --raw {raw} --out {manifests}` first (our split decides which "
                          "threats are train), or pass --split all")
     name = name or raw.name
     collection = Path(out) / name
-    _claim(collection, {"raw": str(raw), "split": split, "origin": "scan"})
-    scans = list_boxed_scans(raw, split, splits)
+    _claim(collection, {"raw": str(raw), "split": split, "origin": "scan",
+                        **({"subset": str(Path(subset).resolve())} if subset else {})})
+    scans = list_boxed_scans(raw, split, splits, only_listed=subset is not None)
     tasks = []
     for start in range(0, len(scans), chunk_size):
         chunk = scans[start : start + chunk_size]

@@ -328,6 +328,15 @@ def test_subsets_with_and_without_tip(dataset, tmp_path):
     subset = pq.read_table(manifests / "sixray1000.parquet", columns=["id", "source"]).to_pylist()
     assert not any(r["id"].startswith("T") for r in subset)  # the last build excluded them
     assert pq.read_schema(manifests / "sixray1000.parquet").metadata[b"exclude_sources"] == b"tip"
+    # threats of the subset's few train positives only (a fair TIP arm of SIXray1000: no other positive)
+    cut = build_threats(dataset["raw"], tmp_path / "lib", manifests=manifests, workers=1,
+                        subset=manifests / "sixray1000.parquet")
+    subset_rows = pq.read_table(manifests / "sixray1000.parquet", columns=["id", "split", "boxes"])
+    subset_rows = subset_rows.to_pylist()
+    train_boxes = sum(len(r["boxes"]) for r in subset_rows if r["split"] == "train")
+    assert cut["boxes"] == train_boxes and cut["scans"] == without["selection"]["train"]["positives"]
+    assert {r["scan"] for r in read_library(tmp_path / "lib").to_pylist()} <= {
+        r["id"] for r in subset_rows if r["split"] == "train"}
 
 
 def test_the_commands_and_the_preview(dataset, tmp_path):
