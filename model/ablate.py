@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model.config import TrainConfig
-from model.evaluate import FUSED
+from model.inference import FUSED
 from pipeline.atomic import atomic_path, write_bytes
 
 TABLE4_ORDER = ("baseline", "h", "ch", "hr", "chr")

@@ -253,15 +253,26 @@ def read_shards(shards: list, keep=None):
             raise ShardError(f"{url}: {seen} samples where _info.json lists {expected}; truncated shard?")
 
 
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What Pillow raises on bytes it cannot decode (empty, not an image, corrupt, truncated, oversized)."""
+
+
+def load_pixels(data: bytes, size: int) -> np.ndarray:
+    """The test transform's decode, shared by the shard loaders and `model predict`: uint8 [size, size, 3]
+    RGB, square-resized (JPEG draft mode: the decoder downscales by 1/2..1/8 on the fly, then bilinear).
+    Raises one of DECODE_ERRORS when the bytes do not decode."""
+    img = Image.open(io.BytesIO(data))
+    img.draft("RGB", (size, size))
+    return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
 def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) -> dict | None:
-    """Decode, square-resize to `size` (JPEG draft mode: the decoder downscales by 1/2..1/8 on the fly),
-    then for training a random `crop` and horizontal flip. None (with a warning) when the JPEG is corrupt."""
+    """Decode and square-resize to `size` (`load_pixels`), then for training a random `crop` and
+    horizontal flip. None (with a warning) when the JPEG is corrupt."""
     try:
-        img = Image.open(io.BytesIO(sample["jpg"]))
-        img.draft("RGB", (size, size))
-        pixels = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+        pixels = load_pixels(sample["jpg"], size)
         meta = json.loads(sample["json"])
-    except (OSError, SyntaxError, ValueError, KeyError) as error:
+    except (*DECODE_ERRORS, KeyError) as error:
         warnings.warn(
             f"{sample.get('__url__')}: skipping corrupt sample {sample.get('__key__')}: {error}", stacklevel=2
         )

@@ -1,9 +1,10 @@
-"""Evaluation: predict over the exact test epoch, AP / mAP and pointing per stage and fused, reports.
+"""`model eval`: a checkpoint over the exact test epoch, AP / mAP and pointing per stage and fused, alarm
+thresholds, reports.
 
-`predict` runs one rank's share of the test split; `gather` merges every rank's share (DDP) so the
-metrics are computed over the full test set and agree on every rank. `summarise` turns predictions into
-the numbers of the paper's Tables 2-3; `write_report` saves them (JSON, CSV, PNG) with every image's
-scores (predictions.parquet), so anyone can recompute the tables with their own tools.
+The scoring itself is model/inference.py's (shared with `model train` and `model predict`);
+`format_tables` lays out the paper's Tables 2-3 and the alarm table; `write_report` saves them (JSON,
+CSV, PNG) with every image's scores (predictions.parquet), so anyone can recompute the tables with their
+own tools, and the alarm thresholds (thresholds.json, model/alarms.py) that `model predict` applies.
 Pointing rows: `fused` combines the stages' CAMs by the chosen rule (max across scales by default),
 `fused-mean` / `fused-max` by the other one, `stageN` each stage alone; with a pixel tolerance, every row
 is repeated as `<row>@<N>px`.
@@ -17,143 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from tqdm import tqdm
 
-from model.checkpoint import load_checkpoint
-from model.chr import STAGE_NAMES
-from model.metrics import box_class, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
+from model.alarms import ANY, DEFAULT_TARGET_RECALL, alarm_summary, write_thresholds
+from model.inference import (
+    FUSED,
+    load_model,
+    predict,
+    progress_bar,
+    resolve_device,
+    summarise,
+    val_thresholds,
+)
+from model.metrics import box_class
 from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
 from pipeline.classes import CLASSES
-
-FUSED = "fused"
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-def output_names(n_stages: int) -> list[str]:
-    return [FUSED, *STAGE_NAMES[:n_stages]]
-
-
-def progress_bar(iterable=None, *, total: int, desc: str, unit: str, enabled: bool = True) -> tqdm:
-    """A bar by the pipeline's rule (pipeline/distribute.py): live on a terminal, off when stderr is a
-    file or a pipe, where thousands of redraws would bury the log; off everywhere unless `enabled`
-    (only rank 0 prints). `bar.disable` tells a caller to print its one summary line instead."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
-                disable=None if enabled else True)
-
-
-def pointing_outputs(cams: list[torch.Tensor], fuse: str) -> dict[str, tuple[list[torch.Tensor], str]]:
-    """The pointing table's rows: name -> (the CAMs pointed with, how several are fused)."""
-    other = "mean" if fuse == "max" else "max"
-    rows = {FUSED: (cams, fuse), f"{FUSED}-{other}": (cams, other)}
-    rows.update({name: ([c], fuse) for name, c in zip(STAGE_NAMES, cams, strict=False)})
-    return rows
-
-
-def add_pointing(counts: dict, cams, batch, fuse: str, tolerance: float) -> None:
-    """Add one batch's pointing hits and misses per row (at 0 px, and at `tolerance` px when > 0)."""
-    tolerances = (0.0, tolerance) if tolerance > 0 else (0.0,)
-    for name, (maps, rule) in pointing_outputs(cams, fuse).items():
-        per_tolerance = pointing_counts(maps, batch.labels, batch.meta, fuse=rule, tolerances=tolerances)
-        for tol, batch_counts in zip(tolerances, per_tolerance, strict=True):
-            key = name if tol == 0 else f"{name}@{tol:g}px"
-            counts[key] = counts.get(key, 0) + batch_counts
-
-
-@torch.no_grad()
-def predict(model, loader, device, *, amp: bool = False, channels_last: bool = False, pointing: bool = False,
-            fuse: str = "max", tolerance: float = 0.0, keep_examples: int = 0, progress=None) -> dict:
-    """Scores per output for every sample this rank sees; pointing counts (CAMs fused by `fuse`, hits
-    within `tolerance` pixels besides exact ones) and a few CAM examples if asked."""
-    model.eval()
-    ids, labels, difficult, scores = [], [], [], {}
-    counts, examples = {}, []
-    for batch in loader:
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, enabled=amp):
-            out = model(images)
-        cams = [c.float().cpu() for c in out.cams]
-        per_output = {FUSED: out.scores().float().cpu()}
-        stages = zip(STAGE_NAMES, out.logits, strict=False)
-        per_output.update({n: torch.sigmoid(x.float()).cpu() for n, x in stages})
-        for name, s in per_output.items():
-            scores.setdefault(name, []).append(s.numpy())
-        ids += list(batch.ids)
-        labels.append(batch.labels.cpu().numpy())
-        difficult.append(batch.difficult.cpu().numpy())
-        if pointing:
-            add_pointing(counts, cams, batch, fuse, tolerance)
-        if len(examples) < keep_examples:
-            examples += _examples(batch, cams, keep_examples - len(examples))
-        if progress is not None:
-            progress.update(len(batch.ids))
-    n = len(CLASSES)
-    return {
-        "ids": ids,
-        "labels": np.concatenate(labels) if labels else np.zeros((0, n)),
-        "difficult": np.concatenate(difficult) if difficult else np.zeros((0, n), dtype=bool),
-        "scores": {k: np.concatenate(v) for k, v in scores.items()},
-        "pointing": counts,
-        "examples": examples,
-    }
-
-
-def _examples(batch, cams, limit: int) -> list[dict]:
-    """Positive test images with boxes, kept with their (un-normalised) input and fused CAMs for overlays."""
-    keep = []
-    for i, info in enumerate(batch.meta):
-        if len(keep) == limit:
-            break
-        if batch.labels[i].sum() > 0 and info.get("boxes"):
-            image = (batch.images[i].cpu().float() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
-            keep.append({"id": batch.ids[i], "image": image.permute(1, 2, 0).numpy(), "meta": info,
-                         "labels": batch.labels[i].cpu().numpy(), "cams": [c[i].numpy() for c in cams]})
-    return keep
-
-
-def gather(pred: dict) -> dict:
-    """Merge every rank's predictions (a no-op without torch.distributed); pointing counts are summed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return pred
-    parts = [None] * dist.get_world_size()
-    light = {k: v for k, v in pred.items() if k != "examples"}
-    dist.all_gather_object(parts, light)
-    parts = [p for p in parts if p["ids"]] or parts[:1]  # a rank may get no test sample (fewer shards)
-    merged = {
-        "ids": [i for p in parts for i in p["ids"]],
-        "labels": np.concatenate([p["labels"] for p in parts]),
-        "difficult": np.concatenate([p["difficult"] for p in parts]),
-        "scores": {k: np.concatenate([p["scores"][k] for p in parts]) for k in parts[0]["scores"]},
-        "pointing": {k: sum(p["pointing"][k] for p in parts) for k in parts[0]["pointing"]},
-        "examples": pred["examples"],
-    }
-    return merged
-
-
-def summarise(pred: dict) -> dict:
-    """Per-class AP and mAP per output; pointing accuracy per class and mean per output (when counted)."""
-    labels, difficult = pred["labels"], pred["difficult"].astype(bool)
-    summary = {"count": len(pred["ids"]), "classes": list(CLASSES), "ap": {}, "map": {}, "pointing": {}}
-    for name, scores in pred["scores"].items():
-        aps = per_class_ap(scores, labels, difficult)
-        summary["ap"][name] = _floats(aps)
-        summary["map"][name] = _float(mean_ap(aps))
-    for name, counts in pred["pointing"].items():
-        acc = pointing_accuracy(counts)
-        summary["pointing"][name] = {"accuracy": _floats(acc), "mean": _float(mean_ap(acc)),
-                                     "hits": counts[:, 0].tolist(), "misses": counts[:, 1].tolist()}
-    return summary
-
-
-def _float(x) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), 6)
-
-
-def _floats(xs) -> list:
-    return [_float(x) for x in xs]
 
 
 def _pct(x) -> str:
@@ -171,7 +49,32 @@ def format_tables(summary: dict) -> str:
         lines += ["", "Table 3 - pointing localization accuracy (%)", f"{'output':<10}{head}{'mean':>9}"]
         for name, p in summary["pointing"].items():
             lines.append(_row(name, p["accuracy"], p["mean"]))
+    if "alarms" in summary:
+        lines += format_alarms(summary["alarms"])
     return "\n".join(lines)
+
+
+def format_alarms(alarms: dict | None) -> list[str]:
+    """The operator's table: per class the val threshold, then recall, precision and false alarms per 1,000
+    negative bags on the test split at it; `any` is the bag (any class alarms; negatives: no threat)."""
+    if alarms is None:
+        return ["", "Alarms: no val split (the checkpoint's --val-fraction is 0), so no thresholds"]
+    trained_on = "" if alarms["held_out"] else ", which the model was trained on"
+    target, count = 100 * alarms["target_recall"], alarms["val_count"]
+    lines = ["", f"Alarms - thresholds for {target:g}% recall on {count} val images{trained_on}; recall, "
+             "precision (%) and false alarms per 1000 negative bags on test",
+             f"{'class':<10}{'threshold':>10}{'val pos':>9}{'recall':>9}{'precision':>10}{'FA/1000':>9}"]
+    for name, test in alarms["test"].items():
+        fit = alarms["classes"].get(name, {})
+        if name != ANY and fit["threshold"] is None:
+            lines.append(f"{name:<10}{'-':>10}{fit['positives']:>9}   {fit['note']}")
+            continue
+        threshold = "" if name == ANY else f"{fit['threshold']:.4f}"
+        positives = "" if name == ANY else fit["positives"]
+        fa = "-" if test["false_alarms_per_1000"] is None else f"{test['false_alarms_per_1000']:.1f}"
+        lines.append(f"{name:<10}{threshold:>10}{positives:>9}{_pct(test['recall']):>9}"
+                     f"{_pct(test['precision']):>10}{fa:>9}")
+    return lines
 
 
 def _row(name: str, values: list, mean) -> str:
@@ -285,37 +188,43 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | P
                         batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
                         test_size: int | None = None, pointing_fuse: str | None = None,
                         pointing_tolerance: float | None = None, overlays: int = 6, data=None,
-                        trust_checkpoint: bool = False) -> dict:
-    """Rebuild the model from the checkpoint alone, evaluate it on the test split, write the report.
-    Unset sizes and pointing settings are the checkpoint's training config's."""
-    from model.chr import build_model
-    from model.config import train_config_from_dict
-    from model.train import resolve_device
-
+                        trust_checkpoint: bool = False, target_recall: float = DEFAULT_TARGET_RECALL) -> dict:
+    """Rebuild the model from the checkpoint alone, evaluate it on the test split, fit the alarm thresholds
+    on the val split, write the report. Unset sizes and pointing settings are the checkpoint's config's."""
     if data is None:
         import model.data as data
     device = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, trust=trust_checkpoint)
-    tcfg = train_config_from_dict(ckpt["config"])
-    model = build_model(tcfg.model)
-    model.load_state_dict(ckpt["model"])
-    model.to(device)
+    model, tcfg, ckpt = load_model(checkpoint, device, trust=trust_checkpoint)
     lcfg = data.LoaderConfig(backend=loader, batch_size=batch_size, workers=workers, resize=tcfg.resize,
-                             crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device))
+                             crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device),
+                             val_fraction=tcfg.held_out or tcfg.val_fraction)
+    tolerance = tcfg.pointing_tolerance if pointing_tolerance is None else pointing_tolerance
+    pred = score_test_split(model, data, shards, lcfg, device, fuse=pointing_fuse or tcfg.pointing_fuse,
+                     tolerance=tolerance, overlays=overlays)
+    summary = summarise(pred)
+    summary["checkpoint"] = {"path": str(checkpoint), "epoch": ckpt["epoch"], "config": ckpt["config"]}
+    thresholds = val_thresholds(model, data, shards, lcfg, device, target=target_recall,
+                                checkpoint=checkpoint, epoch=ckpt["epoch"], held_out=tcfg.held_out > 0,
+                                amp=device.type == "cuda")
+    summary["alarms"] = None if thresholds is None else alarm_summary(thresholds, pred)
+    if out is not None:
+        write_report(summary, pred, out, overlays=overlays)
+        if thresholds is not None:
+            write_thresholds(out, thresholds)
+    return summary
+
+
+def score_test_split(model, data, shards, lcfg, device, *, fuse: str, tolerance: float, overlays: int
+                     ) -> dict:
+    """The test split's predictions with pointing counts, a bar on a terminal, else one line at the end."""
     total = data.split_info(shards, "test")["count"]
     start = time.perf_counter()
     with progress_bar(total=total, desc="eval", unit="img") as bar:
         live = not bar.disable  # read now: tqdm's close() sets disable
-        tolerance = tcfg.pointing_tolerance if pointing_tolerance is None else pointing_tolerance
         pred = predict(model, data.make_loader(shards, "test", lcfg), device, amp=device.type == "cuda",
-                       pointing=True, fuse=pointing_fuse or tcfg.pointing_fuse, tolerance=tolerance,
-                       keep_examples=overlays, progress=bar)
+                       pointing=True, fuse=fuse, tolerance=tolerance, keep_examples=overlays, progress=bar)
     if not live:
         seconds = time.perf_counter() - start
         print(f"eval: {len(pred['ids'])} images in {seconds:.1f} s ({len(pred['ids']) / seconds:.0f} img/s)",
               file=sys.stderr)
-    summary = summarise(pred)
-    summary["checkpoint"] = {"path": str(checkpoint), "epoch": ckpt["epoch"], "config": ckpt["config"]}
-    if out is not None:
-        write_report(summary, pred, out, overlays=overlays)
-    return summary
+    return pred

@@ -24,21 +24,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from model.alarms import DEFAULT_TARGET_RECALL, alarm_summary, write_thresholds
 from model.backbones import load_weights
 from model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
-from model.evaluate import FUSED, gather, predict, progress_bar, summarise
+from model.inference import FUSED, gather, predict, progress_bar, resolve_device, summarise, val_thresholds
 from model.loss import chr_loss
 from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -232,12 +227,19 @@ def final_test(model, data, cfg: TrainConfig, lcfg, rank: int, world_size: int, 
     best = load_checkpoint(out / "best.pt", device)
     model.load_state_dict(best["model"])
     test = data.make_loader(cfg.shards, "test", lcfg, rank=rank, world_size=world_size)
-    pred = predict(model, test, device, amp=cfg.amp, channels_last=cfg.channels_last, pointing=True,
-                   fuse=cfg.pointing_fuse, tolerance=cfg.pointing_tolerance)
-    summary = summarise(gather(pred))
+    pred = gather(predict(model, test, device, amp=cfg.amp, channels_last=cfg.channels_last, pointing=True,
+                          fuse=cfg.pointing_fuse, tolerance=cfg.pointing_tolerance))
+    summary = summarise(pred)
     summary["selected"] = {"epoch": best["epoch"], "of_epochs": cfg.epochs, "on": cfg.select_on,
                            "map": best["best_map"]}
+    # alarm thresholds for best.pt on the held-out val split (none when selecting on test: nothing held out)
+    thresholds = val_thresholds(model, data, cfg.shards, lcfg, device, target=DEFAULT_TARGET_RECALL,
+                                checkpoint=out / "best.pt", epoch=best["epoch"], held_out=True, rank=rank,
+                                world_size=world_size, amp=cfg.amp, channels_last=cfg.channels_last)
+    summary["alarms"] = None if thresholds is None else alarm_summary(thresholds, pred)
     if rank == 0:
+        if thresholds is not None:
+            write_thresholds(out, thresholds)
         write_json(out / "test.json", summary)
         tqdm.write(f"test: epoch {best['epoch']} (best {cfg.select_on} mAP {100 * best['best_map']:.1f}): "
                    f"mAP {100 * (summary['map'][FUSED] or 0):.1f}")

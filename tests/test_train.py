@@ -96,7 +96,7 @@ def test_train_selects_on_val_and_reports_that_epochs_test_numbers(tmp_path):
 
 def test_eval_predictions_reproduce_the_ap_table_with_scikit_learn(tmp_path):
     train(config(tmp_path, epochs=1), data=FakeData())
-    difficult = fake_data.make_loader  # every fake sample is plain; mark some difficult to exercise the mask
+    difficult = FakeData.make_loader  # every fake sample is plain; mark some difficult to exercise the mask
 
     def with_difficult(shards, split, cfg, **kw):
         for batch in difficult(shards, split, cfg, **kw):
