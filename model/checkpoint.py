@@ -11,6 +11,7 @@ A checkpoint that needs more is refused unless the caller trusts it (`--trust-ch
 import io
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -69,17 +70,23 @@ def load_checkpoint(path: str | Path, device="cpu", *, trust: bool = False) -> d
     what to do) if it is truncated, not a PyTorch file, not ours, or needs a full unpickle and `trust`
     is false. trust=True unpickles anything: only for files from a source you trust."""
     path = Path(path)
+    if not zipfile.is_zipfile(path):  # what torch.save writes; a truncated one lost its central directory
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, or not written by torch.save)")
     try:
         with torch.serialization.safe_globals(_legacy_numpy_globals()):
             ckpt = torch.load(path, map_location=device, weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        refused = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        holds = f"it holds {found[1]}" if found else "it holds objects other than tensors and numbers"
         raise CheckpointError(
-            f"{path}: refused: loading it needs a full unpickle, which can run code ({refused}). Pass "
+            f"{path}: refused: {holds}, and loading that needs a full unpickle, which can run code. Pass "
             "--trust-checkpoint only if you trust where it came from") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, or not written by torch.save):"
-                              f" {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                              f" {reason}") from exc
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of `model train` (no {', '.join(missing)}); "
