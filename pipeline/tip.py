@@ -49,7 +49,7 @@ from pipeline.threats import read_library
 from pipeline.xray import physics
 from pipeline.xray.synth import JPEG_QUALITY, annotation_xml, box_area
 
-FORMAT = 1
+FORMAT = 2
 """Bump when a TIP scan's bytes change for the same inputs: chunk keys hold it."""
 MAX_COUNT = 9_999_999
 THREAT_COUNTS = {1: 0.6, 2: 0.3, 3: 0.1}
@@ -58,8 +58,8 @@ SCALE_RANGE = (0.5, 2.0)
 """A layer is resized by at most this much: further would invent or lose detail."""
 BOX_LEVEL = 254
 """A placed layer's pixel with a channel at or below this absorbs: the box holds every one of them."""
-BAG_MARGIN = 25
-"""Grey levels under the belt's (its 99th percentile) that mark the bag."""
+BAG_MARGIN = 10
+"""Grey levels under the belt's (the median of the scan's border) that mark the bag."""
 MASK_REDUCE = 8
 PLACE_TRIES = 8
 MAX_OVERLAP = 0.1
@@ -115,14 +115,19 @@ def absorbing_box(layer: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def bag_cells(scan: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The bag, not empty belt, from every MASK_REDUCE-th pixel: the (row, col) cells darker than the
-    belt's level (its 99th percentile) by BAG_MARGIN, and their rectangle (x0, y0, x1, y1) in pixels.
-    Every cell when none is (a scan that is all bag or all belt)."""
+    belt by BAG_MARGIN, and the rectangle (x0, y0, x1, y1, in pixels) of the rows and columns holding at
+    least two of them. The belt's level is the median of the border cells (the belt runs along the
+    edges; bags may be tinted, and edge enhancement leaves halos brighter than the belt). Every cell
+    when none is (a scan that is all bag or all belt)."""
     sample = scan[::MASK_REDUCE, ::MASK_REDUCE].astype(np.int16)
     grey = (sample[..., 0] + sample[..., 1] + sample[..., 2]) // 3
-    bag = grey < np.percentile(grey, 99) - BAG_MARGIN
-    if not bag.any():
+    belt = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    bag = grey < belt - BAG_MARGIN
+    if bag.sum() < 4:
         bag[:] = True
-    rows, cols = np.flatnonzero(bag.any(axis=1)), np.flatnonzero(bag.any(axis=0))
+    rows, cols = np.flatnonzero(bag.sum(axis=1) >= 2), np.flatnonzero(bag.sum(axis=0) >= 2)
+    if not len(rows) or not len(cols):
+        rows, cols = np.flatnonzero(bag.any(axis=1)), np.flatnonzero(bag.any(axis=0))
     height, width = scan.shape[:2]
     rect = (int(cols[0]) * MASK_REDUCE, int(rows[0]) * MASK_REDUCE,
             min((int(cols[-1]) + 1) * MASK_REDUCE, width), min((int(rows[-1]) + 1) * MASK_REDUCE, height))
