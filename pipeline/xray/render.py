@@ -143,7 +143,7 @@ def scanner(rng):
     grey = rng.uniform(215, 252)
     warm = rng.normal(0, 4)
     tint = (min(255.0, grey + warm + 2), min(255.0, grey + rng.normal(0, 2)), min(255.0, grey - warm))
-    overflow = float(rng.uniform(0.55, 1.0)) if rng.random() < OVERFLOW_SHARE else None
+    overflow = float(rng.uniform(0.8, 1.3)) if rng.random() < OVERFLOW_SHARE else None
     return tint, overflow
 
 

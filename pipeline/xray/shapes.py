@@ -137,8 +137,8 @@ def knife(rng):
     teal to green rather than dark blue (the real knife boxes' median hue is 90-95 degrees); a darker spine,
     a dense guard and tang, and a handle of wood or plastic (orange or green) with rivets."""
     kind = rng.choice(["kitchen", "combat", "dagger", "folding"], p=[0.35, 0.3, 0.15, 0.2])
-    tb = rng.uniform(0.6, 1.2)
-    bevel = rng.uniform(0.3, 0.8)
+    tb = rng.uniform(0.5, 1.0)
+    bevel = rng.uniform(0.3, 0.7)
     w = rng.uniform(0.09, 0.16) if kind == "kitchen" else rng.uniform(0.07, 0.12)
     base = rng.uniform(-0.12, 0.02) if kind != "folding" else rng.uniform(0.0, 0.1)
     if kind == "dagger":
@@ -188,8 +188,8 @@ def wrench(rng):
             part(METAL, POLY, rect(0.33, 0.02, 0.48, 0.08), t),
             part(METAL, POLY, ellipse(0.24, 0.03, 0.035, 0.05, n=8), t * 1.4),
         ]
-    ring = rng.uniform(0.06, 0.09)
-    jaw = rng.uniform(0.08, 0.11)
+    ring = rng.uniform(0.08, 0.11)
+    jaw = rng.uniform(0.1, 0.13)
     return [
         part(
             METAL,
@@ -211,12 +211,12 @@ def wrench(rng):
 def pliers(rng):
     """Two bowed handles diverging from the pivot, most of their length in plastic sleeves (orange or
     green), and the dense jaws (long-nose or combination) beyond the pivot."""
-    t = rng.uniform(2.2, 3.2)
+    t = rng.uniform(2.6, 3.6)
     spread = rng.uniform(0.08, 0.28)
     nose = rng.uniform(0.3, 0.5)
     bow = rng.uniform(-0.05, 0.05)
     sleeve = ORGANIC if rng.random() < 0.5 else INORGANIC
-    sleeved = rng.random() < 0.5
+    sleeved = rng.random() < 0.4
     jaw = rng.uniform(0.035, 0.06)
     parts = [
         part(METAL, POLY, [(0.05, -jaw * 1.4), (nose, -0.012), (nose, 0.012), (0.05, jaw * 1.4)], t * 1.2),
@@ -241,9 +241,9 @@ def pliers(rng):
 def scissors(rng):
     """Two finger rings (plastic or steel), the shanks, a dense pivot screw and two long, slightly open
     blades."""
-    t = rng.uniform(1.6, 2.6)
+    t = rng.uniform(2.0, 3.0)
     open_ = rng.uniform(0.0, 0.12)
-    ring = ORGANIC if rng.random() < 0.35 else (INORGANIC if rng.random() < 0.5 else METAL)
+    ring = ORGANIC if rng.random() < 0.25 else (INORGANIC if rng.random() < 0.4 else METAL)
     rt = {ORGANIC: rng.uniform(2.0, 3.0), INORGANIC: rng.uniform(1.6, 2.6), METAL: t}[ring]
     rx, ry = rng.uniform(0.14, 0.2), rng.uniform(0.1, 0.15)
     parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.03, 0.03, n=8), t * 2)]
@@ -522,7 +522,7 @@ def pouch(rng):
 CLUTTER = (  # (maker, relative frequency, size as a fraction of the bag's long side)
     (clothes, 5, (0.3, 0.7)),
     (bottle, 1.5, (0.15, 0.35)),
-    (electronics, 2, (0.15, 0.4)),
+    (electronics, 3, (0.15, 0.4)),
     (cable, 2, (0.15, 0.5)),
     (wires, 3, (0.2, 0.6)),
     (trinkets, 3, (0.3, 0.9)),
