@@ -132,3 +132,10 @@ def alarm_summary(document: dict, pred: dict) -> dict:
     """The report's `alarms` entry: thresholds.json's document plus how the thresholds do on `pred`."""
     thresholds = {c: v["threshold"] for c, v in document["classes"].items()}
     return {**document, "test": alarm_report(pred, thresholds)}
+
+
+def checkpoint_thresholds(checkpoint, epoch: int, override=None) -> tuple[dict | None, str | None]:
+    """(thresholds {class: float | None}, the file they come from): `override` when given, else the
+    thresholds.json found for the checkpoint (`find_thresholds`), else (None, None)."""
+    path = Path(override) if override else find_thresholds(checkpoint, epoch)
+    return (read_thresholds(path), str(path)) if path else (None, None)

@@ -1,4 +1,5 @@
-"""`model` command line: thin click wrappers over model.train.train, model.evaluate and model.ablate."""
+"""`model` command line: thin click wrappers over model.train, model.evaluate, model.ablate, model.predict and
+model.export."""
 
 import os
 from dataclasses import fields
@@ -23,7 +24,7 @@ from pipeline.errors import Commands
 
 @click.group(cls=Commands)
 def main():
-    """CHR training, evaluation and the paper's ablation."""
+    """CHR training, evaluation, the paper's ablation, prediction on new scans and ONNX export."""
 
 
 def _options(*decorators):
@@ -135,6 +136,8 @@ def train_command(ctx, resume, **kw):
               help="also count a peak within this many pixels of a box as a hit (default: the checkpoint's)")
 @click.option("--overlays", type=int, default=6, show_default=True, help="CAM overlay PNGs to write")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON instead of tables")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="per class, the alarm threshold reaching this recall on the val split (thresholds.json)")
 @click.option("--trust-checkpoint", is_flag=True,
               help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
 def eval_command(checkpoint, out, as_json, **kw):
@@ -181,6 +184,57 @@ def ablate_command(ctx, shard_dirs, out, variants, seeds, epsilons, **kw):
     paths = run_ablation(list(shard_dirs), names, seeds, eps, base, out)
     click.echo(paths[0].read_text())
     click.echo("written: " + ", ".join(map(str, paths)), err=True)
+
+
+@main.command("predict")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a `model train` checkpoint (or pass --onnx)")
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a `model export` file instead: scored by onnxruntime, no torch math")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True),
+              help="a folder of JPEGs (or a raw download's root), a build-shards folder or a manifest")
+@click.option("--out", required=True, help="folder for predictions.parquet and the cam_*.png overlays")
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="alarm thresholds (thresholds.json, or {\"gun\": 0.4, ...}); default: the ones `model "
+                   "eval` or `model train` wrote for this checkpoint, or the ONNX file's")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
+              help="shards and manifests only: which split to score")
+@click.option("--raw", type=click.Path(exists=True, file_okay=False), default=None,
+              help="a manifest's raw root (default: the one the manifest records)")
+@click.option("--cams", type=int, default=0, show_default=True,
+              help="heatmap overlays for the N highest-scoring scans")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=None, help="decoding processes (default: every core)")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (torch only)")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
+def predict_cli(**kw):
+    """Score new scans: per-class fused scores, the alarm decision per class, and each file's status (an
+    unreadable file is a row, not a crash) in predictions.parquet; same decode and scores as `model eval`."""
+    from model.predict import format_summary, predict_command
+
+    click.echo(format_summary(predict_command(**kw)))
+
+
+@main.command("export")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--onnx", "onnx_path", required=True, help="the ONNX file to write")
+@click.option("--cams", is_flag=True, help="also output the stages' CAMs (for `model predict --onnx --cams`)")
+@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="alarm thresholds to embed (default: the ones found for the checkpoint, if any)")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
+def export_cli(checkpoint, onnx_path, cams, thresholds, trust_checkpoint):
+    """The fused-score model as ONNX: uint8 RGB [batch, 3, S, S] in (S: the checkpoint's test size), fused
+    scores [batch, 5] (and the CAMs) out, dynamic batch axis; checked against PyTorch on the CPU."""
+    from model.export import export_onnx
+
+    info = export_onnx(checkpoint, onnx_path, cams=cams, thresholds=thresholds,
+                       trust_checkpoint=trust_checkpoint)
+    size = info["test_size"]
+    click.echo(f"{onnx_path}: input uint8 [batch, 3, {size}, {size}], outputs {', '.join(info['outputs'])}; "
+               f"thresholds: {info['thresholds_from'] or 'none found'}; max |ONNX - PyTorch| "
+               f"{info['max_abs_diff']:.1e}")
 
 
 if __name__ == "__main__":  # torchrun -m model.cli train ...
