@@ -107,6 +107,18 @@ def leakage(con, source: str, *, full: bool = False) -> dict:
     return summary
 
 
+def source_counts(con, source: str) -> dict:
+    """Usable rows per source (real, synth, tip) and split, so a report can tell TIP scans apart; {} for a
+    manifest from before the source column."""
+    if "source" not in {r["column_name"] for r in _rows(con, f"DESCRIBE SELECT * FROM {source}")}:
+        return {}
+    counts: dict = {}
+    for r in _rows(con, f"""SELECT coalesce(source, 'unknown') AS src, coalesce(split, 'none') AS split,
+                            count(*) AS n FROM {source} WHERE {USABLE} GROUP BY ALL ORDER BY ALL"""):
+        counts.setdefault(r["src"], {})[r["split"]] = r["n"]
+    return counts
+
+
 def compute_stats(manifests_dir, *, full_leakage: bool = False) -> dict:
     """All reports, keyed by manifest name ('manifest', 'sixray10', ...): plain JSON-able numbers.
 
@@ -118,7 +130,8 @@ def compute_stats(manifests_dir, *, full_leakage: bool = False) -> dict:
         source = "read_parquet('" + str(path).replace("'", "''") + "')"
         report[name] = {"table1": table1(con, source), "status": status_counts(con, source),
                         "sizes": size_distribution(con, source),
-                        "leakage": leakage(con, source, full=full_leakage)}
+                        "leakage": leakage(con, source, full=full_leakage),
+                        "sources": source_counts(con, source)}
         if name == "manifest":
             report[name]["official"] = official_counts(con, source)
     return report
@@ -150,6 +163,10 @@ def format_stats(report: dict) -> str:
         lines += ["", f"Image sizes ({sizes['images']} readable headers):"]
         lines += _table(["", *(f"q{q:g}" for q in sizes["quantiles"])],
                         [[k, *sizes[k]] for k in ("width", "height", "bytes") if sizes[k]])
+        if len(rep.get("sources", {})) > 1 or "tip" in rep.get("sources", {}):
+            lines += ["", "Usable rows by source (tip: threat image projection, always train):"]
+            lines += _table(["source", "train", "test"],
+                            [[src, n.get("train", 0), n.get("test", 0)] for src, n in rep["sources"].items()])
         lines += ["", "Rows by status:"]
         lines += _table(["status", "rows"], [[s, n] for s, n in rep["status"].items()])
         lines += ["", *_leakage_lines(rep["leakage"])]

@@ -18,6 +18,7 @@ from pipeline.cli import main
 from pipeline.ingest import ingest
 from pipeline.labels import read_annotation
 from pipeline.shards import build_shards
+from pipeline.stats import compute_stats, format_stats
 from pipeline.threats import build_threats, extract_layer, read_library, synth_collection
 from pipeline.tip import absorbing_box, make_tip, project, tip_id
 from pipeline.xray import physics
@@ -177,6 +178,14 @@ def test_tip_ids_splits_and_sources(dataset):
         assert {c for c in CLASSES if labels[c]} == set(r["classes"])
     lines = (raw / "ImageSet" / "tip" / "train.csv").read_bytes().split(b"\r\n")
     assert lines[0] == b"name,Gun,Knife,Wrench,Pliers,Scissors" and len([x for x in lines if x]) == 41
+
+
+def test_stats_count_tip_scans_apart(dataset):
+    report = compute_stats(dataset["manifests"])
+    train = sum(r["split"] == "train" for r in dataset["before"].values())
+    test = sum(r["split"] == "test" for r in dataset["before"].values())
+    assert report["manifest"]["sources"] == {"synth": {"train": train, "test": test}, "tip": {"train": 40}}
+    assert "Usable rows by source" in format_stats(report)
 
 
 def test_tip_scans_hold_their_background_and_threats(dataset):
