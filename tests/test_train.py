@@ -80,6 +80,11 @@ def test_train_selects_on_val_and_reports_that_epochs_test_numbers(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["config"]["model"] == json.load(open(out / "config.json"))["model"]
     assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(ckpt)
     assert load_checkpoint(out / "best.pt")["epoch"] == best_epoch
+    # alarm thresholds for best.pt, fitted on the val split, beside it for `model predict`
+    thresholds = json.load(open(out / "thresholds.json"))
+    assert thresholds["checkpoint"] == {"file": "best.pt", "epoch": best_epoch}
+    assert thresholds["val_count"] == FakeData.VAL
+    assert summary["alarms"]["classes"] == thresholds["classes"] and "any" in summary["alarms"]["test"]
     # `model eval` rebuilds the model from the checkpoint alone and reproduces the run's test numbers.
     report = evaluate_checkpoint(out / "best.pt", "fake", tmp_path / "eval", batch_size=8, workers=0,
                                  device="cpu", data=fake_data)
