@@ -1,13 +1,34 @@
-"""Render one SIXray-like dual-energy X-ray scan: a bag, its clutter and the threats, as an RGB image.
+"""Render one SIXray-like dual-energy X-ray scan: bags, their clutter and the threats, as an RGB image.
 
 Physics (the formulas live in physics.py, shared with `pipeline tip`): every object adds thickness to
 one of three per-pixel material maps (organic, inorganic, metal). Transmission at the two energies is
 T(E) = exp(-sum_m mu_m(E) t_m), so overlapping objects multiply transmissions (add in log space) and
-stay translucent. Colour follows the scanners' mapping: hue from the material ratio
-R = ln T_low / ln T_high (orange organic, green inorganic, blue metal), saturation 1 - m^3 and value
-1 - (1 - m)^3 with m the mean transmission, so empty belt is white and dense stacks go dark. Shapes are
-polygons drawn with PIL on small per-object canvases (rotation and foreshortening transform the
-vertices, never an image), then added into the maps with numpy.
+stay translucent. Colour follows the scanner's mapping, fitted to the real scans (physics.PALETTE): the
+material ratio R = ln T_low / ln T_high picks the family (beige-orange organic, olive mixed, green
+inorganic, teal to blue-teal metal) and the mean transmission how dark it is, so empty belt is the belt's
+colour and dense stacks go dark green-black. Shapes are polygons drawn with PIL on small per-object
+canvases (rotation and foreshortening transform the vertices, never an image), then added into the maps
+with numpy.
+
+What a scan models (issue 12), and the real statistics it was checked against (bench/
+measure_real_threats.py on the 53 scans of ../shared/sixray-real-dev, generator at size factor 1.0):
+- the scene: one bag (70%), two (22%) or three (8%) side by side, each filling part of the frame and
+  tilted a little, so about 60% of the scan is empty belt (real: median 0.59, synthetic 0.62);
+- clutter: translucent clothes, tangles of cables, electronics (boards with traces and components),
+  scattered small metal bits (zipper pulls, buckles, rings), bottles, books, shoes, keys, coins,
+  umbrellas, pouches; texture measured as the mean |gradient| over object pixels (real 16.4, synthetic
+  16.9) and the share of edge pixels (real 0.10, synthetic 0.13);
+- threats (shapes.py): parametric silhouettes with their parts' materials and densities; box aspect,
+  HSV value and dark share per class were compared with the real boxes (bench/RESULTS.md);
+- the scanner: the belt's colour (real median RGB 227,227,225, from near-white to light grey),
+  a noisy streak across the belt near the top on 30% of scans, saturated blue for dense metal stacks on
+  35% of scans (physics.OVERFLOW_BLUE; 3% of the real object pixels), low-frequency density spots,
+  slight blur and edge enhancement.
+Box sizes, classes per image and image sizes come from the real positives' box file (real_stats.py).
+
+`--difficulty` (0-1) keeps its meaning: harder scans have smaller threats (synth.box_area), more clutter,
+threats rotated anywhere rather than along the belt's axes, more foreshortened, fainter, and with more
+dense clutter piled on them, and more metal look-alikes.
 
 Everything here is pure: the caller hands in a numpy Generator and gets pixels and boxes back.
 """
@@ -76,12 +97,14 @@ class Scene:
         self.thickness[material, y0:y1, x0:x1] += pixels * unit
         return (x0, y0, x1, y1)
 
-    def render(self, rng, noise: float = 0.12, *, tint=None, overflow: float | None = None) -> Image.Image:
+    def render(
+        self, rng, noise: float = 0.12, *, tint=None, overflow: float | None = None, gain: float = 1.0
+    ) -> Image.Image:
         """Colour image of the scene, with low-frequency density noise, slight blur and edge enhancement.
         `tint` (the belt's RGB) and `overflow` (dense metal in saturated blue) as physics.colourise; by
-        default the empty belt is white."""
+        default the empty belt is white. `gain` scales every attenuation (a scanner's exposure)."""
         low, high = attenuation(self.thickness)
-        field = _low_frequency(rng, self.width, self.height, noise)
+        field = _low_frequency(rng, self.width, self.height, noise, gain)
         low *= field
         high *= field
         image = colourise(low, high, hue_shift=int(rng.integers(-3, 4)), overflow=overflow, tint=tint)
@@ -94,9 +117,9 @@ def _union(a, b):
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def _low_frequency(rng, width, height, amplitude) -> np.ndarray:
-    """Smooth multiplicative 'spots' around 1: a coarse random grid upsampled bilinearly."""
-    grid = (1 + amplitude * rng.standard_normal((6, 6))).astype(np.float32)
+def _low_frequency(rng, width, height, amplitude, gain=1.0) -> np.ndarray:
+    """Smooth multiplicative 'spots' around `gain`: a coarse random grid upsampled bilinearly."""
+    grid = (gain * (1 + amplitude * rng.standard_normal((6, 6)))).astype(np.float32)
     return np.asarray(Image.fromarray(grid, "F").resize((width, height), Image.BILINEAR))
 
 
@@ -126,8 +149,9 @@ def render_scan(rng, width: int, height: int, threats, difficulty: float = 0.5):
                 _draw_clutter(scene, rng, box, dense=True)
     if rng.random() < STREAK_SHARE:
         _draw_streak(scene, rng)
-    tint, overflow = scanner(rng)
-    return scene.render(rng, noise=0.08 + 0.1 * difficulty, tint=tint, overflow=overflow), boxes
+    tint, overflow, gain = scanner(rng)
+    image = scene.render(rng, noise=0.08 + 0.1 * difficulty, tint=tint, overflow=overflow, gain=gain)
+    return image, boxes
 
 
 STREAK_SHARE = 0.3
@@ -139,12 +163,14 @@ OVERFLOW_SHARE = 0.35
 
 def scanner(rng):
     """Per-scan settings of the simulated machine: the belt's colour (real belts: median RGB 227,227,225,
-    from near-white to light grey, some warm, some cyan) and the overflow threshold (or None)."""
+    from near-white to light grey, some warm, some cyan), the overflow threshold (or None) and the
+    exposure gain multiplying every attenuation (0.8-1.25: lighter or darker scans of the same bag)."""
     grey = rng.uniform(215, 252)
     warm = rng.normal(0, 4)
     tint = (min(255.0, grey + warm + 2), min(255.0, grey + rng.normal(0, 2)), min(255.0, grey - warm))
     overflow = float(rng.uniform(0.8, 1.3)) if rng.random() < OVERFLOW_SHARE else None
-    return tint, overflow
+    gain = float(np.exp(rng.uniform(math.log(0.8), math.log(1.25))))
+    return tint, overflow, gain
 
 
 def _draw_streak(scene: Scene, rng):
@@ -174,7 +200,17 @@ def _draw_bags(scene: Scene, rng) -> list[tuple[float, float, float, float]]:
         x0 = ox + rng.uniform(0, slot[0] - bw)
         y0 = oy + rng.uniform(0, slot[1] - bh)
         maker = shapes.BAGS[rng.integers(len(shapes.BAGS))]
-        scene.draw(maker(rng, bh / bw), x0 + bw / 2, y0 + bh / 2, bw, angle=rng.normal(0, 0.12))
+        angle = rng.normal(0, 0.12)
+        scene.draw(maker(rng, bh / bw), x0 + bw / 2, y0 + bh / 2, bw, angle=angle)
+        for _ in range(rng.integers(1, 4)):  # the packed clothes filling the bag
+            scene.draw(
+                shapes.packed_clothes(rng),
+                x0 + bw * rng.uniform(0.35, 0.65),
+                y0 + bh * rng.uniform(0.35, 0.65),
+                max(bw, bh) * rng.uniform(0.5, 0.85),
+                angle=rng.uniform(0, 2 * math.pi),
+                squash=min(bw, bh) / max(bw, bh),
+            )
         regions.append((x0, y0, x0 + bw, y0 + bh))
     return regions
 
@@ -238,7 +274,8 @@ def _draw_threat(scene: Scene, rng, bag, cls, area, difficulty):
             max(scene.height - half_h, half_h + 1),
         )
     cx, cy = rng.uniform(region[0], region[2]), rng.uniform(region[1], region[3])
-    density = rng.uniform(0.7, 1.2) * (1 - 0.3 * difficulty)
+    # spread wide (lognormal, x/÷ 1.3) so a class is told by its silhouette, not by how dark it is
+    density = float(np.clip(np.exp(rng.normal(0, 0.25)), 0.55, 1.7)) * (1 - 0.3 * difficulty)
     return scene.draw(parts, cx, cy, scale, angle=angle, squash=squash, density=density)
 
 

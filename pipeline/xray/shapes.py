@@ -3,8 +3,17 @@
 Each maker takes a numpy Generator and returns a list of `part`s in local units, long axis about
 x in [-0.5, 0.5]; `pipeline.xray.render.Scene.draw` scales, rotates and foreshortens them. Thickness is in
 the physics' units: about 0.3 is a sheet of cloth, 1-2 a full bottle, 2-3 a steel tool (teal, darker where
-parts overlap).
-Sub-types (pistol or revolver, kitchen or folding knife, ...) are drawn per object.
+parts overlap). Sub-types (pistol or revolver, kitchen, combat, dagger or folding knife, ...) are drawn per
+object.
+
+The threats follow what the real scans show (issue 12; crops of every class in the contact sheet of
+bench/bench_realism.py): pistols with a slide, the denser barrel inside it, a raked grip holding the
+magazine, trigger guard and hammer, height about 0.65 of the length (real gun boxes' median aspect 1.5);
+revolvers with a cylinder whose chambers show as bars and a wooden or steel grip; knives whose thin blades
+read teal to green (real knife boxes' median hue 90-95 degrees, the lightest class) with a darker spine,
+dense guard and tang, and a wood or plastic handle; combination and adjustable wrenches; pliers with bowed
+handles, often bare steel (real pliers are the darkest class: 42% of their box pixels below HSV value
+0.45); scissors with large finger rings and short blades (real boxes' median aspect 1.3).
 """
 
 import math
@@ -348,6 +357,29 @@ def clothes(rng):
         part(ORGANIC, LINE, wiggle(rng, 5, 0.1) * 0.8, rng.uniform(0.2, 0.4), width=0.02) for _ in range(3)
     ]
     return [part(ORGANIC, POLY, blob(rng, 12, 0.3), rng.uniform(0.1, 0.35))] + folds
+
+
+def packed_clothes(rng):
+    """A stack of folded clothes filling much of a bag: a broad translucent layer, cotton (beige-orange) or
+    with synthetic fibres and prints (olive to light green, as much of the real bags' fill reads), crossed
+    by fold and seam lines."""
+    t = rng.uniform(0.25, 0.7)
+    synthetic = rng.uniform(0, 0.9) if rng.random() < 0.5 else 0.0
+    shape = blob(rng, 12, 0.2)
+    parts = [part(ORGANIC, POLY, shape, t)]
+    if synthetic:
+        parts.append(part(INORGANIC, POLY, shape, t * synthetic))
+    parts += [
+        part(
+            ORGANIC,
+            LINE,
+            wiggle(rng, 6, 0.08) * rng.uniform(0.5, 0.9),
+            t * rng.uniform(0.6, 1.2),
+            width=0.015,
+        )
+        for _ in range(rng.integers(3, 8))
+    ]
+    return parts
 
 
 def bottle(rng):
