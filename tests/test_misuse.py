@@ -67,7 +67,7 @@ def tree_bytes(folder: Path) -> dict:
 def built(tmp_path_factory) -> Path:
     """synth -> ingest -> build-shards --ratio 10 by the stage functions: root/{raw,manifests,shards}."""
     root = tmp_path_factory.mktemp("built")
-    synthesize(root / "raw", positives=30, negatives=300, size_factor=0.2, seed=2, chunk_size=100, workers=1)
+    synthesize(root / "raw", positives=30, negatives=90, size_factor=0.2, seed=2, chunk_size=100, workers=1)
     ingest(root / "raw", root / "manifests", workers=1)
     build_shards(root / "manifests", root / "shards", 10, shard_size=40, workers=1)
     return root
@@ -263,10 +263,17 @@ def test_disk_full_while_ingest_writes_the_manifest(tmp_path, monkeypatch):
         assert after[name] == before[name], "the last manifest is intact"
 
 
+def terminal_signals() -> None:
+    """As a shell's foreground job has them: a background or CI runner may start us with SIGINT
+    ignored, which a child inherits, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(cmd: list, ready, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run cmd in its own process group, send Ctrl-C's SIGINT to the whole group once ready() holds."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                            preexec_fn=terminal_signals)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
