@@ -288,16 +288,12 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
     _claim(collection, {"raw": str(raw), "split": split, "origin": "scan",
                         **({"subset": str(Path(subset).resolve())} if subset else {})})
     scans = list_boxed_scans(raw, split, splits, only_listed=subset is not None)
-    tasks = []
+    keys, todo = [], []
     for start in range(0, len(scans), chunk_size):
         chunk = scans[start : start + chunk_size]
-        key = _key([FORMAT, str(raw), chunk])
-        if not _marker(collection, key).exists():
-            tasks.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": key})
-        else:
-            tasks.append(None)  # done before: only its key matters below
-    keys = [_key([FORMAT, str(raw), scans[s : s + chunk_size]]) for s in range(0, len(scans), chunk_size)]
-    todo = [t for t in tasks if t is not None]
+        keys.append(_key([FORMAT, str(raw), chunk]))
+        if not _marker(collection, keys[-1]).exists():
+            todo.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": keys[-1]})
     started = time.perf_counter()
     for _ in run_tasks(cut_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
                        unit="scan", total=sum(len(t["scans"]) for t in todo)):
