@@ -18,3 +18,14 @@ model train --shards shards/sixray10 --out runs/demo --backbone tiny --variant c
 echo "== model eval: the best epoch's checkpoint, Tables 2-3 =="
 model eval --checkpoint runs/demo/best.pt --shards shards/sixray10 --out runs/demo/eval \
   --test-size 128 --workers 2 --device cpu
+
+# Screening: a few raw scans through the checkpoint with the alarm thresholds model eval just fitted on
+# the val split (runs/demo/eval/thresholds.json), then the same through the ONNX export.
+echo "== model predict: 8 raw scans and a truncated one, alarm thresholds from model eval =="
+mkdir -p runs/demo/new_scans
+cp raw/demo/JPEGImage/P0000[1-4].jpg raw/demo/JPEGImage/N000000[1-4].jpg runs/demo/new_scans/
+head -c 4000 raw/demo/JPEGImage/P00005.jpg > runs/demo/new_scans/cut_in_transit.jpg  # a status row
+model predict --checkpoint runs/demo/best.pt --input runs/demo/new_scans --out runs/demo/predict --cams 2 \
+  --device cpu
+model export --checkpoint runs/demo/best.pt --onnx runs/demo/chr.onnx --cams
+model predict --onnx runs/demo/chr.onnx --input runs/demo/new_scans --out runs/demo/predict-onnx

@@ -59,13 +59,14 @@ def format_alarms(alarms: dict | None) -> list[str]:
     negative bags on the test split at it; `any` is the bag (any class alarms; negatives: no threat)."""
     if alarms is None:
         return ["", "Alarms: no val split (the checkpoint's --val-fraction is 0), so no thresholds"]
-    trained_on = "" if alarms["held_out"] else ", which the model was trained on"
-    target, count = 100 * alarms["target_recall"], alarms["val_count"]
-    lines = ["", f"Alarms - thresholds for {target:g}% recall on {count} val images{trained_on}; recall, "
-             "precision (%) and false alarms per 1000 negative bags on test",
+    trained_on = "held out of training" if alarms["held_out"] else "which the model was trained on"
+    target, val, bags = 100 * alarms["target_recall"], alarms["val_count"], alarms["test"][ANY]
+    lines = ["", f"Alarms - thresholds for {target:g}% recall on {val} val images ({trained_on});",
+             f"on {bags['positives'] + bags['negatives']} test images: recall, precision (%), false alarms "
+             "per 1000 negative bags (any: a bag alarms on any class)",
              f"{'class':<10}{'threshold':>10}{'val pos':>9}{'recall':>9}{'precision':>10}{'FA/1000':>9}"]
-    for name, test in alarms["test"].items():
-        fit = alarms["classes"].get(name, {})
+    for name in (*CLASSES, ANY):
+        test, fit = alarms["test"][name], alarms["classes"].get(name, {})
         if name != ANY and fit["threshold"] is None:
             lines.append(f"{name:<10}{'-':>10}{fit['positives']:>9}   {fit['note']}")
             continue
