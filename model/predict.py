@@ -104,7 +104,7 @@ def manifest_units(manifest: Path, split: str, val_fraction: float, raw) -> list
     elif split != "all":
         rows = ((i, p, s) for i, p, s in rows if s == split
                 and not (split == "train" and in_validation(i, val_fraction)))
-    return [ScanFile(i, str(root / p)) for i, p, _ in rows]
+    return [ScanFile(i, str(root / p)) for i, p, _ in rows if p]  # a label row without a file: no scan
 
 
 # --- decoding, in the workers ---
