@@ -93,6 +93,7 @@ def scale_manifest(positives: int = POSITIVES, negatives: int = NEGATIVES, seed:
         "status": pa.array(np.where(bad, "corrupt", "ok").tolist(), pa.string()),
         "error": pa.array(np.where(bad, np.char.add(paths, ": the JPEG decoder failed (broken data stream)"),
                                    None).tolist(), pa.string()),
+        "source": pa.array(["real"] * n, pa.string()),
     }
     return pa.table(columns, schema=MANIFEST_SCHEMA)
 
