@@ -136,14 +136,19 @@ def colourise(
     The material ratio R = ln T_low / ln T_high picks the colour family (orange organic, green inorganic,
     teal-blue metal) and the mean transmission m its darkness 1 - m, through PALETTE: empty belt is white,
     dense stacks go dark. `hue_shift` moves R by hue_shift / 50 (a scanner's calibration). `overflow`: the
-    high-energy attenuation above which metal (R > 2) shows saturated blue. `tint`: the belt's RGB colour,
-    multiplied into every pixel (the belt and the scanner's gain also absorb)."""
+    high-energy attenuation above which metal (R > 2) shows saturated blue. `tint`: the empty belt's RGB
+    colour (the real scanners show it light grey while thin objects keep their pale colours)."""
     ratio_index = np.clip((low / np.maximum(high, 1e-6) - 1.0) * 100.0 + 2 * hue_shift, 0, 255).astype(
         np.uint16
     )
     mean_t = (np.exp(-low) + np.exp(-high)) * 0.5
     index = ratio_index * 256 + (255.5 - mean_t * 255.0).astype(np.uint16)
-    table = _FLAT if tint is None else np.round(_FLAT * (np.asarray(tint, np.float32) / 255)).astype(np.uint8)
+    if tint is None:
+        table = _FLAT
+    else:  # the scanner shows an empty belt grey; the tint fades out as soon as anything absorbs
+        fade = (1 - np.arange(256, dtype=np.float32) / 255) ** 12  # per darkness level, 1 on the empty belt
+        gain = 1 - np.outer(fade, 1 - np.asarray(tint, np.float32) / 255)  # (256 darkness levels, RGB)
+        table = np.round(_FLAT * np.tile(gain, (256, 1))).astype(np.uint8)
     rgb = np.take(table, index, axis=0)  # much faster than fancy indexing
     if overflow is not None:
         dense = (high > overflow) & (ratio_index > 100)

@@ -363,8 +363,8 @@ def packed_clothes(rng):
     """A stack of folded clothes filling much of a bag: a broad translucent layer, cotton (beige-orange) or
     with synthetic fibres and prints (olive to light green, as much of the real bags' fill reads), crossed
     by fold and seam lines."""
-    t = rng.uniform(0.25, 0.7)
-    synthetic = rng.uniform(0, 0.9) if rng.random() < 0.5 else 0.0
+    t = rng.uniform(0.15, 0.45)
+    synthetic = rng.uniform(0.2, 1.2) if rng.random() < 0.6 else 0.0
     shape = blob(rng, 12, 0.2)
     parts = [part(ORGANIC, POLY, shape, t)]
     if synthetic:
