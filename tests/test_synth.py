@@ -157,6 +157,27 @@ def test_empty_belt_renders_white():
     assert np.asarray(image).min() == 255
 
 
+def test_belt_tint_greys_the_empty_belt_only():
+    t = np.zeros((3, 1, 2), dtype=np.float32)
+    t[METAL, 0, 1] = 2.0  # pixel 0: empty belt, pixel 1: a steel tool
+    plain = np.asarray(colourise(*attenuation(t))).astype(int)
+    tinted = np.asarray(colourise(*attenuation(t), tint=(227, 227, 225))).astype(int)
+    assert list(tinted[0, 0]) == [227, 227, 225] and list(plain[0, 0]) == [255, 255, 255]
+    assert np.abs(tinted[0, 1] - plain[0, 1]).max() <= 1  # what absorbs keeps its colour
+    b, g, r = plain[0, 1][::-1]
+    assert b > g > r  # steel reads teal-blue, as in the real scans
+
+
+def test_scans_leave_belt_empty_around_the_bags():
+    empty = []
+    for i in range(12):
+        image, _ = render_scan(np.random.default_rng(i), 320, 280, [("gun", 0.05)], 0.5)
+        rgb = np.asarray(image).astype(int)
+        belt = np.median(rgb[rgb.sum(axis=-1) >= np.quantile(rgb.sum(axis=-1), 0.97)], axis=0)
+        empty.append((np.abs(rgb - belt).max(axis=-1) <= 24).mean())
+    assert 0.3 < np.median(empty) < 0.8  # the real dev scans: median 0.59 (bench/measure_real_threats.py)
+
+
 def test_threats_render_blue_inside_their_boxes():
     image, boxes = render_scan(np.random.default_rng(5), 400, 360, [("wrench", 0.05)], 0.0)
     _, x0, y0, x1, y1 = boxes[0]
