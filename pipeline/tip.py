@@ -49,7 +49,7 @@ from pipeline.threats import read_library
 from pipeline.xray import physics
 from pipeline.xray.synth import JPEG_QUALITY, annotation_xml, box_area
 
-FORMAT = 2
+FORMAT = 3
 """Bump when a TIP scan's bytes change for the same inputs: chunk keys hold it."""
 MAX_COUNT = 9_999_999
 THREAT_COUNTS = {1: 0.6, 2: 0.3, 3: 0.1}
@@ -113,13 +113,15 @@ def absorbing_box(layer: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def bag_cells(scan: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The bag, not empty belt, from every MASK_REDUCE-th pixel: the (row, col) cells darker than the
+def bag_cells(scan: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The bag, not empty belt, from one pixel per MASK_REDUCE cell: the (row, col) cells darker than the
     belt by BAG_MARGIN, and the rectangle (x0, y0, x1, y1, in pixels) of the rows and columns holding at
     least two of them. The belt's level is the median of the border cells (the belt runs along the
     edges; bags may be tinted, and edge enhancement leaves halos brighter than the belt). Every cell
     when none is (a scan that is all bag or all belt)."""
-    sample = scan[::MASK_REDUCE, ::MASK_REDUCE].astype(np.int16)
+    width, height = scan.size
+    cells = (-(-width // MASK_REDUCE), -(-height // MASK_REDUCE))
+    sample = np.asarray(scan.resize(cells, Image.Resampling.NEAREST), dtype=np.int16)
     grey = (sample[..., 0] + sample[..., 1] + sample[..., 2]) // 3
     belt = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
     bag = grey < belt - BAG_MARGIN
@@ -128,7 +130,6 @@ def bag_cells(scan: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     rows, cols = np.flatnonzero(bag.sum(axis=1) >= 2), np.flatnonzero(bag.sum(axis=0) >= 2)
     if not len(rows) or not len(cols):
         rows, cols = np.flatnonzero(bag.any(axis=1)), np.flatnonzero(bag.any(axis=0))
-    height, width = scan.shape[:2]
     rect = (int(cols[0]) * MASK_REDUCE, int(rows[0]) * MASK_REDUCE,
             min((int(cols[-1]) + 1) * MASK_REDUCE, width), min((int(rows[-1]) + 1) * MASK_REDUCE, height))
     return np.argwhere(bag), rect
@@ -143,13 +144,16 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def project(rng: np.random.Generator, scan: np.ndarray, layers: list[tuple[str, np.ndarray]]):
-    """Composite the (class, layer) threats into an 8-bit RGB scan (not modified): the new scan, one
-    (class, xmin, ymin, xmax, ymax) box in pixels per threat placed, and the indices of those threats
-    (a layer that absorbs nowhere after resampling is left out)."""
-    height, width = scan.shape[:2]
-    out = scan.copy()
-    cells, bag = bag_cells(scan)
+def project(rng: np.random.Generator, scan, layers: list[tuple[str, np.ndarray]]):
+    """Composite the (class, layer) threats into an 8-bit RGB scan (an array or a PIL image, not
+    modified): the new scan (of the same kind), one (class, xmin, ymin, xmax, ymax) box in pixels per
+    threat placed, and the indices of those threats (a layer that absorbs nowhere after resampling is
+    left out). Only the threats' regions become arrays: the whole scan never does (that copy would
+    cost as much as compositing)."""
+    as_array = isinstance(scan, np.ndarray)
+    out = Image.fromarray(scan) if as_array else scan.copy()
+    width, height = out.size
+    cells, bag = bag_cells(out)
     boxes, used = [], []
     for k, (cls, layer) in enumerate(layers):
         placed = transform_layer(rng, layer, cls, width, height)
@@ -167,10 +171,11 @@ def project(rng: np.random.Generator, scan: np.ndarray, layers: list[tuple[str, 
             box = (x + tight[0], y + tight[1], x + tight[2], y + tight[3])
             if all(_iou(box, b[1:]) <= MAX_OVERLAP for b in boxes):
                 break
-        out[y : y + ph, x : x + pw] = physics.composite(out[y : y + ph, x : x + pw], placed)
+        region = (x, y, x + pw, y + ph)
+        out.paste(Image.fromarray(physics.composite(np.asarray(out.crop(region)), placed)), region)
         boxes.append((cls, *map(float, box)))
         used.append(k)
-    return out, boxes, used
+    return (np.asarray(out) if as_array else out), boxes, used
 
 
 def draw_layers(rng: np.random.Generator, by_class: dict[str, list[int]], max_threats: int) -> list[int]:
@@ -216,14 +221,12 @@ def tip_chunk(task: dict) -> dict:
         rng = np.random.default_rng(stable_hash(task["seed"], "tip", image_id))
         picks = draw_layers(rng, by_class, task["max_threats"])
         layers = [(rows[k]["cls"], _load_layer(threats / rows[k]["layer"])) for k in picks]
-        with Image.open(raw / path) as im:
-            scan = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-        image, boxes, used = project(rng, scan, layers)
+        with Image.open(raw / path) as im:  # project copies it: one copy of the scan, not two
+            image, boxes, used = project(rng, im.convert("RGB") if im.mode != "RGB" else im, layers)
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=JPEG_QUALITY)
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
         _write_quick(out / "JPEGImage" / f"{image_id}.jpg", buffer.getvalue())
-        height, width = image.shape[:2]
-        xml = annotation_xml(image_id, width, height, boxes)
+        xml = annotation_xml(image_id, image.width, image.height, boxes)
         _write_quick(out / "Annotation" / f"{image_id}.xml", xml.encode())
         total += buffer.tell()
         placed = [rows[picks[k]] for k in used]
