@@ -159,7 +159,7 @@ def _strip_trailing(fields: list[str], width: int) -> list[str]:
 
 
 def _any(masks: list, n: int):
-    out = pa.array([False] * n)
+    out = pa.array([False] * n, pa.bool_())
     for mask in masks:
         out = pc.or_(out, mask)
     return out

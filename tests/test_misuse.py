@@ -240,6 +240,14 @@ def test_bom_blank_lines_spaces_trailing_commas_and_extra_columns_read_fine(tmp_
     assert {r["status"] for r in rows.values()} == {"ok"}
 
 
+def test_a_header_only_label_file_is_read_as_empty(tmp_path):
+    result, rows = ingest_rows(tmp_path, {
+        "10/train.csv": f"{HEADER}\nP00001,-1,1,-1,-1,-1\nP00002,1,-1,-1,-1,-1\nN0000001,-1,-1,-1,-1,-1\n",
+        "10/test.csv": f"{HEADER}\n"})
+    assert result.exit_code == 0, result.output
+    assert {r["status"] for r in rows.values()} == {"ok"}
+
+
 # ------------------------------------------------------------------ pipeline: crashes and Ctrl-C
 
 
