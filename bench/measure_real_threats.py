@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+from bench_realism import boxes_of  # the same XML reading as the benchmark's contact sheet
 from PIL import Image
 
 CLASSES = ("gun", "knife", "wrench", "pliers", "scissors")
@@ -46,17 +47,6 @@ def objects_mask(rgb: np.ndarray, belt: np.ndarray) -> np.ndarray:
     return np.abs(rgb.astype(np.int16) - belt.astype(np.int16)).max(axis=-1) > 24
 
 
-def boxes_of(xml_path: Path):
-    if not xml_path.exists():
-        return []
-    root = ET.parse(xml_path).getroot()
-    return [
-        (
-            o.findtext("name").lower(),
-            *(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")),
-        )
-        for o in root.findall("object")
-    ]
 
 
 def hue_mix(h: np.ndarray) -> tuple[float, float, float]:
