@@ -100,22 +100,17 @@ OVERFLOW_BLUE = ((0, (2, 6, 214)), (0.5, (3, 28, 168)), (1, (8, 50, 118)))
 object pixels, a fifth of the pixels in the real pliers' and wrenches' boxes): `colourise(overflow=)`."""
 
 
+def _ramp(levels: np.ndarray, anchors) -> np.ndarray:
+    """(len(levels), 3) RGB interpolated between (level, RGB) anchors."""
+    at = [d for d, _ in anchors]
+    return np.stack([np.interp(levels, at, [c[k] for _, c in anchors]) for k in range(3)], axis=-1)
+
+
 def _palette() -> np.ndarray:
     """(256 ratio indices R = 1 + i / 100, 256 darkness levels, RGB) uint8 lookup table from RAMPS."""
     darkness = np.arange(256) / 255.0
     ratios = sorted(RAMPS)
-    ramps = np.stack(
-        [
-            np.stack(
-                [
-                    np.interp(darkness, [d for d, _ in RAMPS[r]], [c[k] for _, c in RAMPS[r]])
-                    for k in range(3)
-                ],
-                axis=-1,
-            )
-            for r in ratios
-        ]
-    )  # (ramps, 256, 3)
+    ramps = np.stack([_ramp(darkness, RAMPS[r]) for r in ratios])  # (ramps, 256, 3)
     ratio = 1.0 + np.arange(256) / 100.0
     table = np.empty((256, 256, 3), dtype=np.float64)
     for k in range(3):
@@ -154,13 +149,7 @@ def colourise(
         dense = (high > overflow) & (ratio_index > 100)
         if dense.any():
             level = np.clip((high[dense] - overflow) / overflow, 0, 1)
-            rgb[dense] = np.stack(
-                [
-                    np.interp(level, [d for d, _ in OVERFLOW_BLUE], [c[k] for _, c in OVERFLOW_BLUE])
-                    for k in range(3)
-                ],
-                axis=-1,
-            ).astype(np.uint8)
+            rgb[dense] = _ramp(level, OVERFLOW_BLUE).astype(np.uint8)
     return Image.fromarray(rgb, "RGB")
 
 
