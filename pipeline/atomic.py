@@ -34,6 +34,13 @@ def write_bytes(path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def write_bytes_unsynced(path, data: bytes) -> None:
+    """Atomic like write_bytes, without the fsync: for the many files of a chunk whose marker, written
+    last and synced, says the chunk is done (a million fsyncs would dominate the run)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def write_json(path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 

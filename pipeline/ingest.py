@@ -17,7 +17,6 @@ of a successful run, lists what that run's manifest was made from; a rerun build
    chunking or the history. Parts and labels the new state does not list are deleted last.
 """
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -37,6 +36,7 @@ from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError
+from pipeline.hashing import content_key
 from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
 from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
 from pipeline.split import register_split_hash, split_sql
@@ -73,9 +73,6 @@ XML_SCHEMA = pa.schema([("boxes", pa.list_(BOX)), ("has_xml", pa.bool_()),
                         ("xml_problems", pa.list_(PROBLEM))])
 CHUNK_SCHEMA = pa.schema([*FILE_SCHEMA, *XML_SCHEMA])
 
-
-def _key(inputs) -> str:
-    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=16).hexdigest()
 
 
 def image_id(name: str) -> str:
@@ -182,7 +179,7 @@ def _group_by_id(files: list[str]) -> list[tuple[str, list[str]]]:
 
 def chunk_key(task: dict, entries: list[Entry]) -> str:
     """Hash of everything a part depends on: settings, ids, file names, sizes and mtimes, XMLs."""
-    return _key([FORMAT, task["raw"], task["max_pixels"], entries])
+    return content_key([FORMAT, task["raw"], task["max_pixels"], entries])
 
 
 def ingest_chunk(task: dict) -> dict:
@@ -282,7 +279,7 @@ def labels_part(raw: Path, work: Path, con: duckdb.DuckDBPyConnection) -> Path:
     """`_ingest/labels-<key>.parquet`, keyed by the label files' names, sizes and mtimes; built if missing."""
     stats = [[f.relative_to(raw).as_posix(), s.st_size, s.st_mtime_ns]
              for f in list_label_files(raw) for s in [f.stat()]]
-    path = work / f"labels-{_key([FORMAT, str(raw), stats])}.parquet"
+    path = work / f"labels-{content_key([FORMAT, str(raw), stats])}.parquet"
     if not (path.exists() and summary_path(path).exists()):
         build_labels(raw, path, con=con, row_group_size=RANGE_ROW_GROUP)
     return path
@@ -451,8 +448,8 @@ def make_manifest(raw: Path, out_dir: Path, work: Path, parts: list[dict], seed:
     # Spill to disk rather than grow: labels, splits and the per-range joins stay bounded at 1.06M ids.
     with spilling_connection(work / "duckdb-spill", DUCKDB_MEMORY_LIMIT) as con:
         labels = labels_part(raw, work, con)
-        key = _key([FORMAT, seed, str(raw), [p["key"] for p in parts], labels.name, MANIFEST_SCHEMA.names,
-                    folder_source(raw)])
+        key = content_key([FORMAT, seed, str(raw), [p["key"] for p in parts], labels.name,
+                           MANIFEST_SCHEMA.names, folder_source(raw)])
         if key == last_run.get("manifest_key") and output_stats(out_dir) == last_run.get("outputs"):
             return key, labels, False
         register_split_hash(con, seed)

@@ -80,11 +80,6 @@ def check_header(csv_path: Path, header: list[str] | None) -> list[str]:
     return header
 
 
-def read_header(csv_path: Path) -> list[str]:
-    with open_label_file(csv_path) as f:
-        return check_header(csv_path, next(csv.reader(f), None))
-
-
 def label_rows(raw: Path, csv_path: Path, k: int):
     """Yield one label file's rows as ROWS_SCHEMA record batches; LabelFileError if it is not a label
     file (raised before the first batch, from its header)."""

@@ -31,7 +31,6 @@ rows and drop counts, keyed by a hash of its ids and the settings) is written la
 finished chunks; the index and `summary.json` are rebuilt from the markers at the end.
 """
 
-import hashlib
 import io
 import json
 import math
@@ -49,6 +48,7 @@ from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.classes import ALL_CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
+from pipeline.hashing import content_key
 from pipeline.labels import read_annotation
 from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
 from pipeline.xray import physics
@@ -221,9 +221,6 @@ def _marker(out: Path, key: str) -> Path:
     return out / ".threats" / f"chunk-{key}.json"
 
 
-def _key(inputs) -> str:
-    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=12).hexdigest()
-
 
 # ---------------------------------------------------------------- which scans
 
@@ -291,7 +288,7 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
     keys, todo = [], []
     for start in range(0, len(scans), chunk_size):
         chunk = scans[start : start + chunk_size]
-        keys.append(_key([FORMAT, str(raw), chunk]))
+        keys.append(content_key([FORMAT, str(raw), chunk], 12))
         if not _marker(collection, keys[-1]).exists():
             todo.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": keys[-1]})
     started = time.perf_counter()
@@ -429,7 +426,7 @@ def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float =
     keys, todo = [], []
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
-        key = _key([FORMAT, "synth", seed, size_factor, difficulty, chunk])
+        key = content_key([FORMAT, "synth", seed, size_factor, difficulty, chunk], 12)
         keys.append(key)
         if not _marker(collection, key).exists():
             todo.append({"out": str(collection), "ids": chunk, "key": key, "seed": seed,

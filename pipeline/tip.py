@@ -39,11 +39,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, write_parquet
 from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
-from pipeline.hashing import stable_hash, stable_hashes
+from pipeline.hashing import content_key, stable_hash, stable_hashes
 from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
 from pipeline.threats import read_library
 from pipeline.xray import physics
@@ -225,9 +225,9 @@ def tip_chunk(task: dict) -> dict:
             image, boxes, used = project(rng, im.convert("RGB") if im.mode != "RGB" else im, layers)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-        _write_quick(out / "JPEGImage" / f"{image_id}.jpg", buffer.getvalue())
+        write_bytes_unsynced(out / "JPEGImage" / f"{image_id}.jpg", buffer.getvalue())
         xml = annotation_xml(image_id, image.width, image.height, boxes)
-        _write_quick(out / "Annotation" / f"{image_id}.xml", xml.encode())
+        write_bytes_unsynced(out / "Annotation" / f"{image_id}.xml", xml.encode())
         total += buffer.tell()
         placed = [rows[picks[k]] for k in used]
         records.append({"id": image_id, "background": background,
@@ -256,17 +256,10 @@ def _load_layer(path: Path) -> np.ndarray:
     return layer
 
 
-def _write_quick(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:  # no fsync per file: the chunk marker is fsynced, and written last
-        tmp.write_bytes(data)
-
 
 def _marker(out: Path, chunk: int) -> Path:
     return out / ".tip" / f"chunk-{chunk:06d}.json"
 
-
-def _key(inputs) -> str:
-    return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=12).hexdigest()
 
 
 # ---------------------------------------------------------------- inputs
@@ -329,7 +322,7 @@ def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int 
         numbers = range(chunk * chunk_size + 1, min((chunk + 1) * chunk_size, count) + 1)
         chunk_ids = [tip_id(n) for n in numbers]
         backgrounds = [(ids[j], paths[j]) for j in (int(order[(n - 1) % len(ids)]) for n in numbers)]
-        key = _key([params, chunk_ids, backgrounds])
+        key = content_key([params, chunk_ids, backgrounds], 12)
         if _done(out, chunk, key):
             continue
         todo.append({"out": str(out), "raw": str(raw), "threats": str(threats), "chunk": chunk, "key": key,

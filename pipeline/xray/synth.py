@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json
 from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.distribute import run_tasks
 from pipeline.errors import UsageError
@@ -132,20 +132,14 @@ def write_chunk(task: dict) -> dict:
     total = 0
     for image_id in task["ids"]:
         jpeg, xml = render_image(task["seed"], image_id, task["size_factor"], task["difficulty"])
-        _write_quick(out / "JPEGImage" / f"{image_id}.jpg", jpeg)
+        write_bytes_unsynced(out / "JPEGImage" / f"{image_id}.jpg", jpeg)
         if xml is not None:
-            _write_quick(out / "Annotation" / f"{image_id}.xml", xml.encode())
+            write_bytes_unsynced(out / "Annotation" / f"{image_id}.xml", xml.encode())
         total += len(jpeg)
     summary = {"chunk": task["chunk"], "count": len(task["ids"]), "bytes": total}
     write_json(_marker(out, task["chunk"]), {**summary, "first": task["ids"][0], "last": task["ids"][-1]})
     return summary
 
-
-def _write_quick(path: Path, data: bytes) -> None:
-    """Temporary name then rename, like write_bytes, without a per-file fsync (a million of them would
-    dominate the run); the chunk marker is fsynced, and a chunk without a marker is redone."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _marker(out: Path, chunk: int) -> Path:
