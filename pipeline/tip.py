@@ -40,14 +40,14 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, write_parquet
-from pipeline.classes import CLASSES, CSV_COLUMNS
+from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key, stable_hash, stable_hashes
 from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
 from pipeline.threats import read_library
 from pipeline.xray import physics
-from pipeline.xray.synth import JPEG_QUALITY, annotation_xml, box_area
+from pipeline.xray.synth import JPEG_QUALITY, LABEL_HEADER, annotation_xml, box_area, label_row
 
 FORMAT = 3
 """Bump when a TIP scan's bytes change for the same inputs: chunk keys hold it."""
@@ -365,11 +365,9 @@ def finish(out: Path, n_chunks: int) -> list[dict]:
         if int(marker.stem.split("-")[1]) >= n_chunks:
             marker.unlink()
     index = [r for chunk in range(n_chunks) for r in json.loads(_marker(out, chunk).read_text())["records"]]
-    header = "name," + ",".join(CSV_COLUMNS) + "\r\n"  # as the release's files: CRLF
-    lines = [f"{r['id']}," + ",".join("1" if c in r["classes"] else "-1" for c in CLASSES) + "\r\n"
-             for r in index]
+    lines = [label_row(r["id"], r["classes"]) for r in index]
     with atomic_path(out / "ImageSet" / "tip" / "train.csv") as tmp:
-        tmp.write_text(header + "".join(lines), newline="")
+        tmp.write_text(LABEL_HEADER + "".join(lines), newline="")
     write_parquet(out / ".tip" / "index.parquet", pa.Table.from_pylist(index, schema=INDEX_SCHEMA))
     return index
 

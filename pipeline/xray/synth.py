@@ -217,21 +217,27 @@ def _test_members(seed: int, members: dict, labels) -> set:
     return test
 
 
+LABEL_HEADER = "name," + ",".join(CSV_COLUMNS) + "\r\n"
+"""A label file's header; the release's files use CRLF."""
+
+
+def label_row(image_id: str, classes) -> str:
+    """One label-file line: 1 for each class in `classes`, -1 for the others."""
+    return f"{image_id}," + ",".join("1" if c in classes else "-1" for c in CLASSES) + "\r\n"
+
+
 def _write_subset(folder: Path, members: dict, labels, test: set) -> dict:
     """Stream the rows (positives, then negatives, in id order) into train.csv and test.csv."""
-    header = "name," + ",".join(CSV_COLUMNS) + "\r\n"  # the release's files use CRLF
     negative_row = ",".join(["-1"] * len(CLASSES))
     counts = {"train": 0, "test": 0}
     with atomic_path(folder / "train.csv") as train_tmp, atomic_path(folder / "test.csv") as test_tmp:
         with open(train_tmp, "w", newline="") as train, open(test_tmp, "w", newline="") as test_file:
             files = {"train": train, "test": test_file}
             for f in files.values():
-                f.write(header)
+                f.write(LABEL_HEADER)
             for i in members["positives"]:
                 split = "test" if i in test else "train"
-                files[split].write(
-                    f"{i}," + ",".join("1" if c in labels[i] else "-1" for c in CLASSES) + "\r\n"
-                )
+                files[split].write(label_row(i, labels[i]))
                 counts[split] += 1
             for n in np.flatnonzero(members["negatives"]) + 1:
                 image_id = negative_id(int(n))
