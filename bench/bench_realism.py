@@ -107,6 +107,37 @@ def real_eval(checkpoint: Path, shards: Path, out: Path) -> tuple[dict, list[flo
     return summary, chance_levels(labels, difficult)
 
 
+def class_separation(predictions: Path, positives_only: bool) -> dict:
+    """Does the model tell the classes apart, or score one 'threat-ness' for all five? Per-class AP (and
+    chance) among the images (the positives only, if asked) and the mean Spearman correlation between
+    two classes' scores over those images: near 1 means every class ranks the images in one order."""
+    import pyarrow.parquet as pq
+
+    from model.metrics import average_precision
+
+    pred = pq.read_table(predictions).to_pydict()
+    scores = np.array([pred[f"score_fused_{c}"] for c in CLASSES], dtype=float).T
+    labels = np.array([pred[f"label_{c}"] for c in CLASSES], dtype=float).T > 0
+    keep = labels.any(axis=1) if positives_only else np.ones(len(labels), dtype=bool)
+    scores, labels = scores[keep], labels[keep]
+    ranks = scores.argsort(axis=0).argsort(axis=0)
+    rho = np.corrcoef(ranks.T)
+    return {
+        "count": int(keep.sum()),
+        "ap": [average_precision(scores[:, c], labels[:, c]) for c in range(len(CLASSES))],
+        "chance": labels.mean(axis=0).tolist(),
+        "spearman": float(rho[~np.eye(len(CLASSES), dtype=bool)].mean()),
+    }
+
+
+def format_separation(name: str, sep: dict) -> str:
+    aps = " ".join(f"{100 * a:.1f} ({100 * c:.1f})" for a, c in zip(sep["ap"], sep["chance"], strict=True))
+    return (
+        f"{name} ({sep['count']}): AP (chance) {aps}, mAP {100 * np.nanmean(sep['ap']):.1f}; "
+        f"mean Spearman between two classes' scores {sep['spearman']:.2f}"
+    )
+
+
 def format_table(summary: dict, chance: list[float], synth_summary: dict | None) -> str:
     aps = summary["ap"]["fused"]
     lines = [
@@ -244,15 +275,33 @@ def main() -> None:
     if info["selection"]["train"]["positives"] + info["selection"]["train"]["negatives"]:
         raise SystemExit("some real scans landed in the train split: they would not be evaluated")
     summary, chance = real_eval(runs / "best.pt", real_shards / "sixray10", work / "real_eval")
+    # the same question on the synthetic test split's positives: is class identity learned at all?
+    from model.evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        runs / "best.pt", shards / "sixray10", work / "synth_eval", workers=2, device="cpu", overlays=0
+    )
+    separation = {
+        "real": class_separation(work / "real_eval" / "predictions.parquet", positives_only=False),
+        "synth_positives": class_separation(work / "synth_eval" / "predictions.parquet", positives_only=True),
+    }
     print()
     print(format_table(summary, chance, synth_summary))
+    print(format_separation("real scans", separation["real"]))
+    print(format_separation("synthetic test positives", separation["synth_positives"]))
     print(
         f"\nseed {args.seed}, {time.perf_counter() - started:.0f} s; contact sheet {sheet}; "
         f"report {work / 'real_eval'}"
     )
     (work / "realism.json").write_text(
         json.dumps(
-            {"seed": args.seed, "real": summary, "chance": chance, "synth_test": synth_summary},
+            {
+                "seed": args.seed,
+                "real": summary,
+                "chance": chance,
+                "synth_test": synth_summary,
+                "separation": separation,
+            },
             indent=1,
             default=str,
         )
