@@ -14,6 +14,10 @@ read teal to green (real knife boxes' median hue 90-95 degrees, the lightest cla
 dense guard and tang, and a wood or plastic handle; combination and adjustable wrenches; pliers with bowed
 handles, often bare steel (real pliers are the darkest class: 42% of their box pixels below HSV value
 0.45); scissors with large finger rings and short blades (real boxes' median aspect 1.3).
+Strokes are wide enough to survive the 128-pixel inputs of the demo's model (a pliers handle, a wrench's
+ring, a scissors ring: about 0.06 of the tool's length), knife blades thin (steel 0.35-0.8 units, so
+they stay light: 10-13% of their box pixels dark, as the real ones), guns a little lighter than the
+tools (the real gun boxes read HSV value 0.73, the tools' 0.51-0.57).
 """
 
 import math
@@ -67,7 +71,7 @@ def _pistol(rng):
     """Side view, muzzle at +x: steel slide with the denser barrel inside it, a frame (steel, or polymer that
     reads green), a raked grip holding a steel magazine, trigger guard, trigger and hammer. Height about
     0.65 of the length (the real gun boxes' median aspect is 1.5)."""
-    t = rng.uniform(1.4, 2.4)
+    t = rng.uniform(1.1, 2.0)
     top, h = -0.27, rng.uniform(0.13, 0.18)
     below = top + h
     rake = rng.uniform(0.06, 0.16)
@@ -119,7 +123,7 @@ def _pistol(rng):
 def _revolver(rng):
     """Side view: barrel with the ejector rod under it, a cylinder whose chambers show as parallel bars, the
     frame and top strap, hammer, trigger guard, and a curved grip of wood (orange) or steel."""
-    t = rng.uniform(1.4, 2.4)
+    t = rng.uniform(1.1, 2.0)
     muzzle = rng.uniform(0.35, 0.5)
     wood = rng.random() < 0.5
     parts = [
@@ -146,9 +150,9 @@ def knife(rng):
     teal to green rather than dark blue (the real knife boxes' median hue is 90-95 degrees); a darker spine,
     a dense guard and tang, and a handle of wood or plastic (orange or green) with rivets."""
     kind = rng.choice(["kitchen", "combat", "dagger", "folding"], p=[0.35, 0.3, 0.15, 0.2])
-    tb = rng.uniform(0.5, 1.0)
-    bevel = rng.uniform(0.3, 0.7)
-    w = rng.uniform(0.09, 0.16) if kind == "kitchen" else rng.uniform(0.07, 0.12)
+    tb = rng.uniform(0.35, 0.8)
+    bevel = rng.uniform(0.3, 0.6)
+    w = rng.uniform(0.13, 0.22) if kind == "kitchen" else rng.uniform(0.1, 0.17)
     base = rng.uniform(-0.12, 0.02) if kind != "folding" else rng.uniform(0.0, 0.1)
     if kind == "dagger":
         blade = [(base, -w / 2), (0.5, 0.0), (base, w / 2)]
@@ -164,12 +168,12 @@ def knife(rng):
         part(INORGANIC, POLY, blade, bevel),
         part(METAL, LINE, spine, tb * 0.9, width=0.018),
     ]
-    hw = rng.uniform(0.045, 0.065)
+    hw = rng.uniform(0.06, 0.09)
     grip = ORGANIC if rng.random() < 0.55 else INORGANIC
     gt = rng.uniform(1.6, 2.6) if grip == ORGANIC else rng.uniform(1.2, 2.0)
     if kind in ("combat", "dagger"):
-        parts.append(part(METAL, POLY, rect(base - 0.035, -w * 0.85, base, w * 0.85), rng.uniform(2.0, 3.0)))
-        parts.append(part(METAL, POLY, rect(-0.5, -hw * 1.1, -0.46, hw * 1.1), rng.uniform(1.8, 2.6)))
+        parts.append(part(METAL, POLY, rect(base - 0.035, -w * 0.85, base, w * 0.85), rng.uniform(1.4, 2.2)))
+        parts.append(part(METAL, POLY, rect(-0.5, -hw * 1.1, -0.46, hw * 1.1), rng.uniform(1.2, 2.0)))
     if kind == "folding":
         parts.append(part(METAL, POLY, rect(-0.5, -hw, base, hw), rng.uniform(0.8, 1.4)))
         parts.append(part(METAL, POLY, ellipse(base - 0.02, 0.0, 0.025, 0.025, n=8), 2.5))
@@ -197,16 +201,16 @@ def wrench(rng):
             part(METAL, POLY, rect(0.33, 0.02, 0.48, 0.08), t),
             part(METAL, POLY, ellipse(0.24, 0.03, 0.035, 0.05, n=8), t * 1.4),
         ]
-    ring = rng.uniform(0.08, 0.11)
-    jaw = rng.uniform(0.1, 0.13)
+    ring = rng.uniform(0.1, 0.14)
+    jaw = rng.uniform(0.12, 0.16)
     return [
         part(
             METAL,
             POLY,
-            [(-0.38, -0.04), (0.0, -0.03), (0.36, -0.042), (0.36, 0.042), (0.0, 0.03), (-0.38, 0.04)],
+            [(-0.38, -0.05), (0.0, -0.04), (0.36, -0.052), (0.36, 0.052), (0.0, 0.04), (-0.38, 0.05)],
             t,
         ),
-        part(METAL, LOOP, ellipse(-0.42, 0.0, ring, ring, n=14), t * 1.2, width=0.045),
+        part(METAL, LOOP, ellipse(-0.42, 0.0, ring, ring, n=14), t * 1.2, width=0.055),
         part(
             METAL,
             LINE,
@@ -221,10 +225,10 @@ def pliers(rng):
     """Two bowed handles diverging from the pivot, most of their length in plastic sleeves (orange or
     green), and the dense jaws (long-nose or combination) beyond the pivot."""
     t = rng.uniform(2.6, 3.6)
-    spread = rng.uniform(0.08, 0.28)
+    spread = rng.uniform(0.12, 0.32)
     nose = rng.uniform(0.3, 0.5)
     bow = rng.uniform(-0.05, 0.05)
-    sleeve = ORGANIC if rng.random() < 0.5 else INORGANIC
+    sleeve = ORGANIC if rng.random() < 0.35 else INORGANIC  # real pliers' boxes read green (hue 136)
     sleeved = rng.random() < 0.4
     jaw = rng.uniform(0.035, 0.06)
     parts = [
@@ -241,20 +245,20 @@ def pliers(rng):
             ],
             dtype=np.float32,
         )
-        parts.append(part(METAL, LINE, handle, t * 0.9, width=0.045))
+        parts.append(part(METAL, LINE, handle, t * 0.9, width=0.06))
         if sleeved:
-            parts.append(part(sleeve, LINE, handle[1:], rng.uniform(1.8, 2.8), width=0.07))
+            parts.append(part(sleeve, LINE, handle[1:], rng.uniform(1.8, 2.8), width=0.085))
     return parts
 
 
 def scissors(rng):
     """Two finger rings (plastic or steel), the shanks, a dense pivot screw and two long, slightly open
     blades."""
-    t = rng.uniform(2.0, 3.0)
-    open_ = rng.uniform(0.0, 0.12)
-    ring = ORGANIC if rng.random() < 0.25 else (INORGANIC if rng.random() < 0.4 else METAL)
+    t = rng.uniform(2.4, 3.4)
+    open_ = rng.uniform(0.0, 0.18)
+    ring = ORGANIC if rng.random() < 0.2 else (INORGANIC if rng.random() < 0.3 else METAL)
     rt = {ORGANIC: rng.uniform(2.0, 3.0), INORGANIC: rng.uniform(1.6, 2.6), METAL: t}[ring]
-    rx, ry = rng.uniform(0.14, 0.2), rng.uniform(0.1, 0.15)
+    rx, ry = rng.uniform(0.14, 0.2), rng.uniform(0.12, 0.18)
     parts = [part(METAL, POLY, ellipse(0.0, 0.0, 0.03, 0.03, n=8), t * 2)]
     for sign in (-1, 1):
         parts += [
@@ -265,11 +269,11 @@ def scissors(rng):
                     (-0.04, 0.015 * sign),
                     (0.5, (open_ + 0.01) * sign),
                     (0.48, (open_ + 0.045) * sign),
-                    (0.02, 0.055 * sign),
+                    (0.02, 0.07 * sign),
                 ],
                 t,
             ),
-            part(ring, LOOP, ellipse(-0.32, (ry + 0.02) * sign, rx, ry, n=16), rt, width=0.04),
+            part(ring, LOOP, ellipse(-0.32, (ry + 0.02) * sign, rx, ry, n=16), rt, width=0.055),
             part(METAL, LINE, [(0.0, 0.0), (-0.16, (ry * 0.6 + 0.02) * sign)], t, width=0.04),
         ]
     return parts
