@@ -18,6 +18,7 @@ A contact sheet PNG is written for a person to judge: synthetic and real scans s
 each threat class from both (from their boxes). Real pixels go only into that sheet, never into data.
 
     python3 bench/bench_realism.py [--work /tmp/realism] [--seed 0] [--sheet bench/results/realism_sheet.png]
+                                   [--train-args '--epochs 24 --lr-steps 18']  (a recipe probe)
 
 Every step runs as a subprocess under `nice`, as a user types it; a rerun with the same --work resumes
 (synth, ingest, shards and training skip what is done), so delete --work after changing the generator.
@@ -26,6 +27,7 @@ Every step runs as a subprocess under `nice`, as a user types it; a rerun with t
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -240,7 +242,14 @@ def main() -> None:
         "--sheet", type=Path, default=None, help="contact sheet PNG (default: WORK/realism_sheet.png)"
     )
     parser.add_argument("--workers", type=int, default=2, help="pipeline stages' worker processes")
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help="extra `model train` flags, appended to the demo's so they win (e.g. '--epochs 24 --lr-steps "
+        "18'): a probe of another recipe, not the benchmark; use its own --work",
+    )
     args = parser.parse_args()
+    train = TRAIN + shlex.split(args.train_args)
     work, real = args.work.resolve(), args.real.resolve()
     w = ["--workers", str(args.workers)]
     started = time.perf_counter()
@@ -253,7 +262,7 @@ def main() -> None:
     run("pipeline", "build-shards", "--ratio", "10", "--manifests", str(manifests), "--out", str(shards), *w)
     if not (runs / "test.json").exists():  # an interrupted run continues (train refuses to overwrite one)
         resume = ["--resume"] if (runs / "last.pt").exists() else []
-        run("model", "train", "--shards", str(shards / "sixray10"), "--out", str(runs), *TRAIN, *resume)
+        run("model", "train", "--shards", str(shards / "sixray10"), "--out", str(runs), *train, *resume)
     synth_summary = json.loads((runs / "test.json").read_text())
 
     real_manifests, real_shards = work / "real" / "manifests", work / "real" / "shards"
@@ -290,13 +299,15 @@ def main() -> None:
     print(format_separation("real scans", separation["real"]))
     print(format_separation("synthetic test positives", separation["synth_positives"]))
     print(
-        f"\nseed {args.seed}, {time.perf_counter() - started:.0f} s; contact sheet {sheet}; "
+        f"\nseed {args.seed}{', recipe probe: ' + args.train_args if args.train_args else ''}, "
+        f"{time.perf_counter() - started:.0f} s; contact sheet {sheet}; "
         f"report {work / 'real_eval'}"
     )
     (work / "realism.json").write_text(
         json.dumps(
             {
                 "seed": args.seed,
+                "train_args": args.train_args,
                 "real": summary,
                 "chance": chance,
                 "synth_test": synth_summary,
