@@ -31,6 +31,7 @@ from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sampl
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
+from pipeline.validate import inspect_bytes
 
 SPLITS = ("all", "train", "val", "test")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -110,17 +111,11 @@ def manifest_units(manifest: Path, split: str, val_fraction: float, raw) -> list
 # --- decoding, in the workers ---
 
 
-def scan_status(data: bytes, error: BaseException) -> str:
-    """The manifest's status vocabulary (pipeline/schema.py) for bytes the decoder refused."""
-    from PIL import Image
-
-    if not data:
-        return "empty"
-    if isinstance(error, Image.DecompressionBombError):
-        return "too_large"
-    if not data.startswith(b"\xff\xd8"):
-        return "not_jpeg"
-    return "truncated" if "truncated" in str(error).lower() else "corrupt"
+def scan_status(data: bytes) -> str:
+    """The status of bytes the decoder refused, as `pipeline ingest` would record it (one classifier:
+    pipeline.validate.inspect_bytes); 'corrupt' where only the full-size decode fails."""
+    status = inspect_bytes(data)["status"]
+    return "corrupt" if status == "ok" else status
 
 
 def load_scan(image_id: str, file: str, data: bytes | None, size: int, read_error=None) -> dict:
@@ -132,7 +127,7 @@ def load_scan(image_id: str, file: str, data: bytes | None, size: int, read_erro
         pixels = load_pixels(data, size)
     except DECODE_ERRORS as exc:
         message = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)) or type(exc).__name__
-        return {**scan, "status": scan_status(data, exc), "error": f"{file}: {message}"}
+        return {**scan, "status": scan_status(data), "error": f"{file}: {message}"}
     return {**scan, "image": torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))}
 
 

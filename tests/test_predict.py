@@ -61,8 +61,8 @@ def test_predict_gives_evals_scores_for_the_same_images(demo, tmp_path, kind):
     predicted = scores(rows)
     assert set(evaluated) <= set(predicted) and len(evaluated) > 20
     assert max(np.abs(predicted[i] - s).max() for i, s in evaluated.items()) <= 1e-6
-    bad = [r for r in rows if r["id"] == CORRUPT]  # eval skips it; predict reports it
-    assert [(r["status"], r["score_gun"]) for r in bad] == [("corrupt", None)]
+    bad = [r for r in rows if r["id"] == CORRUPT]  # eval skips it; predict reports it, in ingest's words
+    assert [(r["status"], r["score_gun"]) for r in bad] == [("truncated", None)]  # as ingest says
     if kind != "folder":
         assert len(rows) == len(evaluated) + 1  # the test split exactly
 
