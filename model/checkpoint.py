@@ -59,10 +59,12 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def _legacy_numpy_globals() -> list:
-    """What an older checkpoint's numpy RNG state unpickles to: an ndarray of uint32."""
+    """What an older checkpoint's numpy RNG state unpickles to: an ndarray of uint32. numpy 1.x pickled
+    its array constructor as numpy.core.multiarray._reconstruct, numpy 2 as numpy._core...: both names."""
     from numpy.core.multiarray import _reconstruct
 
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    numpy1_name = (_reconstruct, "numpy.core.multiarray._reconstruct")
+    return [_reconstruct, numpy1_name, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def load_checkpoint(path: str | Path, device="cpu", *, trust: bool = False) -> dict:

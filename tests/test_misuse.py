@@ -462,6 +462,30 @@ def test_older_checkpoints_with_a_numpy_rng_state_still_load_safely(trained, tmp
         torch.load(tmp_path / "old.pt", weights_only=True)
 
 
+def test_older_checkpoints_pickled_under_numpy_1_load_safely(trained, tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    state = torch.load(trained / "last.pt", weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    # numpy 1.x named its array constructor numpy.core.multiarray._reconstruct in the pickle
+    old = zipfile.ZipFile(buffer)
+    with zipfile.ZipFile(tmp_path / "numpy1.pt", "w") as new:
+        for name in old.namelist():
+            data = old.read(name)
+            if name.endswith("data.pkl"):
+                assert b"cnumpy._core.multiarray\n" in data
+                data = data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+            new.writestr(name, data)
+    loaded = load_checkpoint(tmp_path / "numpy1.pt")
+    assert loaded["epoch"] == 1
+    assert np.array_equal(loaded["rng"]["numpy"][1], state["rng"]["numpy"][1])
+
+
 def test_weights_that_are_not_for_this_backbone(built, tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "w.pth")
     assert_clean(run(model_cli, "train", "--shards", built / "shards/sixray10", "--out", tmp_path / "run",
