@@ -178,6 +178,15 @@ def test_scans_leave_belt_empty_around_the_bags():
     assert 0.3 < np.median(empty) < 0.8  # the real dev scans: median 0.59 (bench/measure_real_threats.py)
 
 
+def test_easy_threats_lie_along_the_belt_more_often_than_across():
+    wide = []
+    for i in range(60):  # a knife is long and thin: its box is wide when it lies along the belt (x)
+        _, boxes = render_scan(np.random.default_rng(i), 240, 200, [("knife", 0.05)], 0.0)
+        _, x0, y0, x1, y1 = boxes[0]
+        wide.append(x1 - x0 > y1 - y0)
+    assert 0.6 < np.mean(wide) < 0.9  # render.AXIS_SHARES: 3 in 4 along the belt (uniform axes: 1 in 2)
+
+
 def test_threats_render_blue_inside_their_boxes():
     image, boxes = render_scan(np.random.default_rng(5), 400, 360, [("wrench", 0.05)], 0.0)
     _, x0, y0, x1, y1 = boxes[0]

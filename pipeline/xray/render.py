@@ -22,8 +22,8 @@ measure_real_threats.py on the 53 scans of ../shared/sixray-real-dev, generator 
 - threats (shapes.py): parametric silhouettes with their parts' materials and densities; box aspect,
   HSV value and dark share per class were compared with the real boxes (bench/RESULTS.md); laid near
   the belt's axes, three times as often along it as across (the real boxes' dark-pixel axis lies a median
-  6-28 degrees off the belt's axis for every class but pliers; the former uniform rotation of half the
-  threats gave 25-47);
+  9-28 degrees off the belt's axis for every class but pliers, 70; ours now 6-21, pliers included; the
+  former uniform rotation of half the threats gave 25-47);
 - the scanner: the belt's colour (real median RGB 227,227,225, from near-white to light grey),
   a noisy streak across the belt near the top on 30% of scans, saturated blue for dense metal stacks on
   35% of scans (physics.OVERFLOW_BLUE; 3% of the real object pixels), low-frequency density spots,

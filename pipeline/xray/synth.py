@@ -141,7 +141,6 @@ def write_chunk(task: dict) -> dict:
     return summary
 
 
-
 def _marker(out: Path, chunk: int) -> Path:
     return out / ".synth" / f"chunk-{chunk:06d}.json"
 
