@@ -47,8 +47,6 @@ def objects_mask(rgb: np.ndarray, belt: np.ndarray) -> np.ndarray:
     return np.abs(rgb.astype(np.int16) - belt.astype(np.int16)).max(axis=-1) > 24
 
 
-
-
 def hue_mix(h: np.ndarray) -> tuple[float, float, float]:
     hue = h[..., 0]
     orange = ((hue < 75) | (hue > 330)).mean()

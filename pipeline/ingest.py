@@ -74,7 +74,6 @@ XML_SCHEMA = pa.schema([("boxes", pa.list_(BOX)), ("has_xml", pa.bool_()),
 CHUNK_SCHEMA = pa.schema([*FILE_SCHEMA, *XML_SCHEMA])
 
 
-
 def image_id(name: str) -> str:
     """The file name before its last dot (rpartition: three times os.path.splitext's speed)."""
     return name.rpartition(".")[0]

@@ -221,7 +221,6 @@ def _marker(out: Path, key: str) -> Path:
     return out / ".threats" / f"chunk-{key}.json"
 
 
-
 # ---------------------------------------------------------------- which scans
 
 

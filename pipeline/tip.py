@@ -256,10 +256,8 @@ def _load_layer(path: Path) -> np.ndarray:
     return layer
 
 
-
 def _marker(out: Path, chunk: int) -> Path:
     return out / ".tip" / f"chunk-{chunk:06d}.json"
-
 
 
 # ---------------------------------------------------------------- inputs
