@@ -64,7 +64,14 @@ RECIPE = _options(
     click.option("--crop", type=int, default=None, help="train crop (default: 224; inception_v3 299)"),
     click.option("--test-size", type=int, default=None,
                  help="test input side (default: 224; inception_v3 299)"),
-    click.option("--shuffle-buffer", type=int, default=_train.shuffle_buffer, show_default=True),
+    click.option("--negatives-per-positive", type=click.FloatRange(min=0), default=None,
+                 help="balanced epochs: every train positive and K negatives per positive, a fresh sample "
+                      "each epoch rotating through all negatives (default: every negative, every epoch)"),
+    click.option("--repeat-threshold", type=click.FloatRange(0, 1), default=_train.repeat_threshold,
+                 show_default=True,
+                 help="repeat-factor sampling (LVIS): a positive holding a class that fewer than this share "
+                      "of the train positives hold comes sqrt(threshold / share) times per epoch on average "
+                      "(0: off)"),
     click.option("--workers", type=int, default=_train.workers, show_default=True),
     click.option("--loader", type=click.Choice(["cpu", "dali"]), default=_train.loader, show_default=True),
     click.option("--device", default=_train.device, show_default=True, help="auto | cpu | cuda | cuda:N"),

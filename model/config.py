@@ -88,7 +88,10 @@ class TrainConfig:
     resize: int | None = None  # None: the backbone's (model.backbones.INPUT_SIZES)
     crop: int | None = None
     test_size: int | None = None
-    shuffle_buffer: int = 1000
+    # Each epoch: every train positive, and every negative (None) or K x the positives, rotating through
+    # the negatives; rare classes' positives repeated with repeat_threshold > 0 (model/epochs.py).
+    negatives_per_positive: float | None = None
+    repeat_threshold: float = 0.0
     workers: int = 4
     loader: str = "cpu"
     device: str = "auto"  # "auto": cuda if available, else cpu

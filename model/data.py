@@ -1,9 +1,11 @@
 """Streaming loaders over `pipeline build-shards` output: CPU (webdataset + Pillow draft decoding) and
 NVIDIA DALI, both yielding the same `Batch`.
 
-Epoch contract: for split="test" every sample appears exactly once across ranks x workers, in shard
-order; for split="train" each rank reads a disjoint set of shards (cycling them if it runs short) and
-yields exactly floor(count / world_size / batch_size) batches, so DDP ranks never wait on each other.
+Epoch contract: for split="test" (and "val") every sample appears exactly once across ranks x workers,
+in shard order, streamed shard by shard. For split="train" the epoch is planned up front (model/epochs.py):
+every train positive once, every negative or a rotating sample of them, shuffled by hash, cut into equal
+full batches per rank so DDP ranks never wait on each other; samples are read by their offsets in the tars,
+so a negative left out of the epoch is never read, let alone decoded.
 
 Validation: with `val_fraction` > 0, the train shards' samples whose id hashes below that fraction form
 split="val" (read like the test split: once, no augmentation) and are left out of split="train". The
@@ -16,7 +18,7 @@ import functools
 import io
 import itertools
 import json
-import random
+import os
 import shutil
 import tempfile
 import warnings
@@ -30,6 +32,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from model import epochs
 from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.hashing import stable_hash
 
@@ -46,8 +49,9 @@ class LoaderConfig:
     resize: int = 256  # train: square resize to this, then random crop `crop`, random h-flip
     crop: int = 224
     test_size: int = 224  # test: square resize to this (no crop)
-    shuffle_buffer: int = 1000
     seed: int = 0
+    negatives_per_positive: float | None = None  # train: None = every negative each epoch (model/epochs.py)
+    repeat_threshold: float = 0.0  # train: repeat-factor sampling of rare classes' positives (0 = off)
     device: str = "cpu"  # where batches land ("cuda:0" for DALI mixed decoding)
     val_fraction: float = 0.0  # train samples held out as split "val" (see the module docstring)
 
@@ -127,40 +131,108 @@ def make_loader(shards, split: str, cfg: LoaderConfig, *, rank: int = 0, world_s
     if not 0 <= rank < world_size:
         raise UsageError(f"rank {rank} outside world_size {world_size}")
     info = split_info(shards, split, cfg.val_fraction)
-    if split == "train" and len(info["shards"]) < world_size:
-        raise UsageError(
-            f"{shards}: train has {len(info['shards'])} shards, fewer than world_size {world_size}; "
-            "rebuild with a smaller --shard-size so every rank gets its own shards"
-        )
     loaders = {"cpu": CpuLoader, "dali": DaliLoader}
     if cfg.backend not in loaders:
         raise UsageError(f"unknown loader backend {cfg.backend!r} (cpu | dali)")
     return loaders[cfg.backend](Path(shards), split, info, cfg, rank, world_size, epoch)
 
 
-def train_batches(info: dict, cfg: LoaderConfig, world_size: int) -> int:
-    return info["count"] // world_size // cfg.batch_size
+def train_catalogue(shards: Path, info: dict, val_fraction: float) -> epochs.Catalogue:
+    return read_catalogue(tuple(str(shards / name) for name in info["shards"]), val_fraction)
+
+
+@functools.lru_cache(maxsize=4)
+def read_catalogue(paths: tuple[str, ...], val_fraction: float) -> epochs.Catalogue:
+    """The train split's catalogue, read once per process from the DALI indexes and each sample's label
+    member (read at its offset; the JPEGs are not touched). Samples held out as val are left out."""
+    shard, keys, offsets, sizes, labels = [], [], [], [], []
+    for i, path in enumerate(paths):
+        try:
+            entries = [epochs.parse_index_line(line) for _, line in index_entries(Path(path))]
+            entries = [e for e in entries if not in_validation(e[0], val_fraction)]
+            with open(path, "rb") as f:
+                raw = [os.pread(f.fileno(), epochs.LABEL_BYTES, off[3]) for _, off, _ in entries]
+        except (OSError, KeyError, IndexError, ValueError) as error:
+            raise ShardError(f"{path}: unreadable shard or index ({type(error).__name__}: {error})"
+                             ) from error
+        if any(len(r) != epochs.LABEL_BYTES for r in raw):
+            raise ShardError(f"{path}: a label member lies past the end of the tar; truncated shard?")
+        shard += [i] * len(entries)
+        for key, off, size in entries:
+            keys.append(key)
+            offsets.append(off)
+            sizes.append(size)
+        labels.append(np.frombuffer(b"".join(raw), "<f4").reshape(-1, 5))
+    return epochs.Catalogue(
+        paths, np.array(shard, np.int32), np.array(keys, dtype=str),
+        np.array(offsets, np.int64).reshape(-1, 4), np.array(sizes, np.int64).reshape(-1, 4),
+        np.concatenate(labels) if labels else np.zeros((0, 5), np.float32),
+    )
+
+
+def planned_batches(shards: Path, info: dict, cfg: LoaderConfig, rank: int, world_size: int, epoch: int
+                    ) -> tuple[epochs.Catalogue, list[np.ndarray]]:
+    """This rank's batches of the train epoch (catalogue rows), as model/epochs.py plans them."""
+    cat = train_catalogue(shards, info, cfg.val_fraction)
+    sampling = epochs.Sampling(cfg.seed, cfg.negatives_per_positive, cfg.repeat_threshold)
+    samples = epochs.epoch_samples(cat, sampling, epoch, world_size * cfg.batch_size)
+    return cat, epochs.rank_batches(samples, rank, world_size, cfg.batch_size)
+
+
+class TarReader:
+    """Reads catalogued samples by offset (one pread per sample), keeping each tar open once."""
+
+    def __init__(self, cat: epochs.Catalogue):
+        self.cat, self.files = cat, {}
+
+    def __call__(self, row: int) -> dict:
+        cat = self.cat
+        path = cat.paths[cat.shard[row]]
+        if path not in self.files:
+            try:
+                self.files[path] = open(path, "rb")  # noqa: SIM115 (closed by close(), or with the reader)
+            except OSError as error:
+                raise ShardError(f"{path}: unreadable shard ({error})") from error
+        start, end = cat.offsets[row, 0], cat.offsets[row, -1] + cat.sizes[row, -1]
+        span = os.pread(self.files[path].fileno(), int(end - start), int(start))
+        if len(span) != end - start:
+            raise ShardError(f"{path}: sample {cat.keys[row]} lies past the end of the tar; truncated shard?")
+        members = {m: span[o - start : o - start + n]
+                   for m, o, n in zip(epochs.MEMBERS, cat.offsets[row], cat.sizes[row], strict=True)}
+        return {"__key__": str(cat.keys[row]), "__url__": path, **members}
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
 
 # --- CPU: webdataset + Pillow ---
 
 
 class CpuLoader:
-    """This rank's shards (every world_size-th), split again by DataLoader worker."""
+    """Train: this rank's planned batches, dealt to DataLoader workers in turn. Test and val: this rank's
+    shards (every world_size-th), split again by worker, streamed in order."""
 
     def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
-        self.split, self.cfg, self.world_size = split, cfg, world_size
+        self.split, self.cfg = split, cfg
+        if split == "train":
+            cat, batches = planned_batches(shards, info, cfg, rank, world_size, epoch)
+            self.batches = len(batches)
+            self.workers = min(cfg.workers, len(batches))
+            self.dataset = PlannedBatches(cat, batches, cfg, (cfg.seed, epoch, rank), self.workers)
+            return
         # Shards whose samples the split leaves all out are not read at all.
         mine = [i for i in range(rank, len(info["shards"]), world_size) if info["counts"][i] > 0]
-        self.urls = [str(shards / info["shards"][i]) for i in mine]
-        self.counts = [info["counts"][i] for i in mine]
-        # Test: never more workers than shards, so no worker idles and the epoch stays exact.
-        self.workers = min(cfg.workers, len(self.urls))
+        urls = [str(shards / info["shards"][i]) for i in mine]
+        counts = [info["counts"][i] for i in mine]
+        # Never more workers than shards, so no worker idles and the epoch stays exact.
+        self.workers = min(cfg.workers, len(urls))
+        streams = max(self.workers, 1)  # 0 workers: one stream in this process
+        per_worker = [sum(counts[w::streams]) for w in range(streams)]
+        self.batches = sum(-(-n // cfg.batch_size) for n in per_worker)
         stored = [info["stored"][i] for i in mine]
-        self.dataset = ShardStream(
-            self.urls, stored, split, cfg, seed=(cfg.seed, epoch, rank), workers=self.workers
-        )
-        self.info = info
+        self.dataset = ShardStream(urls, stored, split, cfg, workers=self.workers)
 
     @property
     def skipped(self) -> int:
@@ -168,73 +240,77 @@ class CpuLoader:
         return int(self.dataset.skipped.sum())
 
     def __len__(self) -> int:
-        if self.split == "train":
-            return train_batches(self.info, self.cfg, self.world_size)
-        per_worker = [sum(self.counts[w :: self.workers]) for w in range(self.workers)]
-        return sum(-(-n // self.cfg.batch_size) for n in per_worker)
+        return self.batches
 
     def __iter__(self) -> Iterator[Batch]:
-        if not self.urls:
+        if not self.batches:
             return iter(())
+        planned = self.split == "train"  # the dataset yields whole batches
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_size=self.cfg.batch_size,
+            batch_size=None if planned else self.cfg.batch_size,
             num_workers=self.workers,
-            collate_fn=collate,
+            collate_fn=None if planned else collate,
             pin_memory=self.cfg.device.startswith("cuda"),
             prefetch_factor=4 if self.workers else None,
         )
-        batches = (b.to(self.cfg.device) for b in loader)
-        return itertools.islice(batches, len(self)) if self.split == "train" else batches
+        return (b.to(self.cfg.device) for b in loader)
 
 
-class ShardStream(torch.utils.data.IterableDataset):
-    def __init__(self, urls, stored, split, cfg: LoaderConfig, seed: tuple, workers: int):
-        self.urls, self.stored, self.split, self.cfg, self.seed = urls, stored, split, cfg, seed
-        self.keep = sample_filter(split, cfg.val_fraction)
-        # One slot per worker in shared memory: workers count their skips, the main process sums them.
+class SkipCounter:
+    """One slot per worker in shared memory: workers count their skipped samples, the main process sums."""
+
+    def __init__(self, workers: int):
         self.skipped = torch.zeros(max(workers, 1), dtype=torch.int64).share_memory_()
+
+    def decoded(self, samples, wid: int, size: int, crop: int | None, rng: np.random.Generator):
+        for sample in samples:
+            item = decode(sample, size, crop, rng)
+            if item is None:
+                self.skipped[wid] += 1
+            else:
+                yield item
+
+
+class PlannedBatches(SkipCounter, torch.utils.data.IterableDataset):
+    """A rank's planned train batches; worker w decodes batches w, w + workers, ... (the DataLoader takes
+    them back in that turn), each with its own crop RNG, so the batches do not depend on the worker count.
+    A corrupt JPEG is skipped (its batch is one short)."""
+
+    def __init__(self, cat: epochs.Catalogue, batches: list[np.ndarray], cfg: LoaderConfig, seed: tuple,
+                 workers: int):
+        super().__init__(workers)
+        self.cat, self.batches, self.cfg, self.seed = cat, batches, cfg, seed
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
-        shards = list(zip(self.urls, self.stored, strict=True))
-        train = self.split == "train"
-        if train:
-            samples = self.train_samples(shards, wid, nworkers)
-        else:
-            samples = read_shards(shards[wid::nworkers], self.keep)
-        size = self.cfg.resize if train else self.cfg.test_size
-        crop_rng = np.random.default_rng([*self.seed, wid])
-        for sample in samples:
-            decoded = decode(sample, size, self.cfg.crop if train else None, crop_rng)
-            if decoded is None:
-                self.skipped[wid] += 1
-            else:
-                yield decoded
-
-    def train_samples(self, shards: list, wid: int, nworkers: int):
-        """Endless shuffled raw samples of this worker. The DataLoader takes batches from its workers in
-        turn, so the workers' streams must be equally long or the shorter ones repeat samples within an
-        epoch: shards are dealt to workers when they divide evenly, else every worker reads the same
-        shard sequence and keeps every nworkers-th sample (more reading, no decoding of the others)."""
-        buffer_rng = random.Random(repr((*self.seed, wid, "buffer")))
-        buffer = self.cfg.shuffle_buffer
-        if len(shards) % nworkers == 0:
-            order_rng = random.Random(repr((*self.seed, wid)))
-            return shuffled_passes(shards[wid::nworkers], order_rng, buffer_rng, buffer, self.keep)
-        order_rng = random.Random(repr(self.seed))  # the same shard order in every worker
-        return shuffled_passes(shards, order_rng, buffer_rng, buffer, self.keep, wid, nworkers)
+        read = TarReader(self.cat)
+        try:
+            for b in range(wid, len(self.batches), nworkers):
+                rng = np.random.default_rng([*self.seed, b])
+                samples = (read(row) for row in self.batches[b])
+                kept = list(self.decoded(samples, wid, self.cfg.resize, self.cfg.crop, rng))
+                if kept:
+                    yield collate(kept)
+        finally:
+            read.close()
 
 
-def shuffled_passes(shards, order_rng, buffer_rng, buffer: int, keep=None, start: int = 0, step: int = 1):
-    """Passes over the shards, each in a fresh random order and shuffled through a buffer (before any
-    decoding) that drains at the end of the pass, so every pass holds each kept sample exactly once."""
-    while True:
-        shards = shards[:]
-        order_rng.shuffle(shards)
-        samples = itertools.islice(read_shards(shards, keep), start, None, step)
-        yield from wds.shuffle(buffer, buffer // 2, rng=buffer_rng)(samples)
+class ShardStream(SkipCounter, torch.utils.data.IterableDataset):
+    """A split read once in shard order (test, val): worker w reads shards w, w + workers, ..."""
+
+    def __init__(self, urls, stored, split, cfg: LoaderConfig, workers: int):
+        super().__init__(workers)
+        self.urls, self.stored, self.cfg = urls, stored, cfg
+        self.keep = sample_filter(split, cfg.val_fraction)
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
+        shards = list(zip(self.urls, self.stored, strict=True))[wid::nworkers]
+        # No augmentation: the RNG is never drawn from.
+        yield from self.decoded(read_shards(shards, self.keep), wid, self.cfg.test_size, None, None)
 
 
 def read_shards(shards: list, keep=None):
@@ -312,44 +388,45 @@ def collate(samples: list[dict]) -> Batch:
 
 
 class DaliLoader:
-    """fn.readers.webdataset over every shard with the DALI indexes; DALI splits the samples into
-    world_size contiguous, disjoint parts. Decoding is "mixed" (nvJPEG) on a CUDA device, "cpu" otherwise;
-    everything else is the same code on both."""
+    """Train: this rank's planned batches (model/epochs.py) fed to DALI by an external source that reads
+    each sample by its offset. Test and val: fn.readers.webdataset over the shards with the DALI indexes,
+    split into world_size contiguous, disjoint parts. Decoding is "mixed" (nvJPEG) on a CUDA device,
+    "cpu" otherwise; everything else is the same code on both."""
 
     def __init__(self, shards: Path, split, info, cfg: LoaderConfig, rank, world_size, epoch):
         self.split, self.cfg, self.info, self.world_size = split, cfg, info, world_size
+        self.rank, self.seed = rank, cfg.seed * 1_000_003 + epoch * 1009 + rank
+        if split == "train":
+            cat, batches = planned_batches(shards, info, cfg, rank, world_size, epoch)
+            self.source, self.batches = PlannedSource(cat, batches), len(batches)
+            return
         read = [name for name, n in zip(info["shards"], info["counts"], strict=True) if n > 0]
         self.paths = [str(shards / name) for name in read]
         self.index_paths = None
         if sample_filter(split, cfg.val_fraction) is not None:
             self.index_paths = filtered_indexes(tuple(self.paths), split, cfg.val_fraction)
-        self.rank, self.seed = rank, cfg.seed * 1_000_003 + epoch * 1009 + rank
+        n = info["count"]
+        share = (rank + 1) * n // world_size - rank * n // world_size
+        self.batches = -(-share // cfg.batch_size)
 
     def __len__(self) -> int:
-        if self.split == "train":
-            return train_batches(self.info, self.cfg, self.world_size)
-        n = self.info["count"]
-        share = (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
-        return -(-share // self.cfg.batch_size)
+        return self.batches
 
     def __iter__(self) -> Iterator[Batch]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        if not self.paths:
+        if not self.batches:
             return iter(())
-        pipe = dali_pipeline(
-            self.paths, self.split == "train", self.cfg, self.rank, self.world_size, self.seed,
-            self.index_paths,
-        )
+        if self.split == "train":
+            pipe = dali_pipeline(self.source, True, self.cfg, self.seed)
+            reader = {}  # the external source ends the epoch with StopIteration
+        else:
+            pipe = dali_pipeline(webdataset_reader(self.paths, self.rank, self.world_size, self.index_paths),
+                                 False, self.cfg, self.seed)
+            reader = {"reader_name": "reader"}
         pipe.build()
-        policy = LastBatchPolicy.DROP if self.split == "train" else LastBatchPolicy.PARTIAL
-        outputs = DALIGenericIterator(
-            pipe,
-            ["images", "labels", "difficult", "json"],
-            reader_name="reader",
-            last_batch_policy=policy,
-            auto_reset=False,
-        )
+        outputs = DALIGenericIterator(pipe, ["images", "labels", "difficult", "json"], **reader,
+                                      last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         batches = (self.to_batch(out[0]) for out in outputs)
         return itertools.islice(batches, len(self))
 
@@ -362,6 +439,42 @@ class DaliLoader:
             ids=[m["id"] for m in metas],
             meta=[{"width": m["width"], "height": m["height"], "boxes": m.get("boxes", [])} for m in metas],
         ).to(self.cfg.device)
+
+
+class PlannedSource:
+    """DALI external source (batch mode): batch i of a rank's plan as (jpg, lbl, dif, json) arrays."""
+
+    def __init__(self, cat: epochs.Catalogue, batches: list[np.ndarray]):
+        self.batches, self.read = batches, TarReader(cat)
+
+    def __call__(self, info) -> tuple[list[np.ndarray], ...]:
+        if info.iteration >= len(self.batches):
+            self.read.close()
+            raise StopIteration
+        samples = [self.read(row) for row in self.batches[info.iteration]]
+        dtypes = {"jpg": np.uint8, "lbl": "<f4", "dif": np.uint8, "json": np.uint8}
+        return tuple([np.frombuffer(s[m], dtype).copy() for s in samples] for m, dtype in dtypes.items())
+
+
+def webdataset_reader(paths: list[str], rank: int, world_size: int, index_paths: list[str] | None):
+    """A function of the pipeline's graph: DALI's reader over the shards in order, padded to full batches
+    (the iterator drops the padding). index_paths: None for the DALI indexes beside the tars."""
+    from nvidia.dali import fn, types
+
+    def read():
+        return fn.readers.webdataset(
+            paths=paths,
+            index_paths=index_paths or [str(Path(p).with_suffix(".idx")) for p in paths],
+            ext=["jpg", "lbl", "dif", "json"],
+            dtypes=[types.UINT8, types.FLOAT, types.UINT8, types.UINT8],
+            missing_component_behavior="error",
+            shard_id=rank,
+            num_shards=world_size,
+            pad_last_batch=True,
+            name="reader",
+        )
+
+    return read
 
 
 @functools.lru_cache(maxsize=16)
@@ -380,9 +493,8 @@ def filtered_indexes(paths: tuple[str, ...], split: str, fraction: float) -> lis
     return written
 
 
-def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, world_size: int, seed: int,
-                  index_paths: list[str] | None = None):
-    """index_paths: None for the DALI indexes beside the tars."""
+def dali_pipeline(source, train: bool, cfg: LoaderConfig, seed: int):
+    """source: a PlannedSource (train), or a function returning the reader's (jpg, lbl, dif, json)."""
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = cfg.device.startswith("cuda")
@@ -390,19 +502,12 @@ def dali_pipeline(paths: list[str], train: bool, cfg: LoaderConfig, rank: int, w
 
     @pipeline_def(batch_size=cfg.batch_size, num_threads=max(cfg.workers, 1), device_id=device_id, seed=seed)
     def pipeline():
-        jpeg, labels, difficult, meta = fn.readers.webdataset(
-            paths=paths,
-            index_paths=index_paths or [str(Path(p).with_suffix(".idx")) for p in paths],
-            ext=["jpg", "lbl", "dif", "json"],
-            dtypes=[types.UINT8, types.FLOAT, types.UINT8, types.UINT8],
-            missing_component_behavior="error",
-            shard_id=rank,
-            num_shards=world_size,
-            random_shuffle=train,
-            initial_fill=cfg.shuffle_buffer,
-            pad_last_batch=not train,
-            name="reader",
-        )
+        if train:
+            jpeg, labels, difficult, meta = fn.external_source(
+                source=source, num_outputs=4, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.FLOAT, types.UINT8, types.UINT8])
+        else:
+            jpeg, labels, difficult, meta = source()
         images = fn.decoders.image(jpeg, device="mixed" if gpu else "cpu", output_type=types.RGB)
         size = cfg.resize if train else cfg.test_size
         images = fn.resize(images, resize_x=size, resize_y=size)

@@ -117,18 +117,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
         write_json(out / "config.json", to_dict(cfg))
 
     lcfg = data.LoaderConfig(backend=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
-                             resize=cfg.resize, crop=cfg.crop, test_size=cfg.test_size,
-                             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, device=str(device),
+                             resize=cfg.resize, crop=cfg.crop, test_size=cfg.test_size, seed=cfg.seed,
+                             negatives_per_positive=cfg.negatives_per_positive,
+                             repeat_threshold=cfg.repeat_threshold, device=str(device),
                              val_fraction=cfg.held_out)
     check_selection_split(data, cfg)
-    steps = data.split_info(cfg.shards, "train", cfg.held_out)["count"] // world_size // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, images_per_s = train_epoch(net, loader, optimizer, scaler, cfg, device, world_size,
-                                               progress_bar(loader, total=steps, desc=desc, unit="batch",
-                                                            enabled=rank == 0))
+                                               progress_bar(loader, total=len(loader), desc=desc,
+                                                            unit="batch", enabled=rank == 0))
         scheduler.step()
 
         # ---- score on the selection split (every rank's share gathered) ----

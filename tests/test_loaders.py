@@ -1,5 +1,7 @@
 import json
 import shutil
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -59,27 +61,50 @@ def test_more_ranks_than_test_shards_is_still_exact(shards):
     assert seen[-1] == [] and sum(map(len, seen)) == split_info(shards, "test")["count"] - 1
 
 
-def test_train_ranks_get_equal_batches_from_disjoint_shards(shards):
-    info = split_info(shards, "train")
-    cfg = config(workers=2)
+def train_ids(shards) -> tuple[set, set]:
+    """(positives, negatives) of the train split, from the subset manifest."""
+    rows = pq.read_table(shards.parent.parent / "manifests" / "sixray10.parquet",
+                         filters=[("split", "==", "train")]).to_pylist()
+    positive = {r["id"] for r in rows if any(r[c] == 1 for c in CLASSES)}
+    return positive, {r["id"] for r in rows} - positive
+
+
+def batch_ids(shards, cfg, world_size, epoch=0) -> list[list[list[str]]]:
+    """Per rank, the ids of each train batch."""
+    return [[b.ids for b in make_loader(shards, "train", cfg, rank=r, world_size=world_size, epoch=epoch)]
+            for r in range(world_size)]
+
+
+@pytest.mark.parametrize("negatives_per_positive", [None, 1.0])
+def test_train_epoch_is_exact_across_ranks_and_workers(shards, negatives_per_positive):
+    positives, negatives = train_ids(shards)
+    assert len(positives) == 20 and len(negatives) == 95
     for world_size in (1, 2, 3):
-        loaders = [
-            make_loader(shards, "train", cfg, rank=r, world_size=world_size) for r in range(world_size)
-        ]
-        batches = [list(loader) for loader in loaders]
-        assert [len(b) for b in batches] == [info["count"] // world_size // 5] * world_size
-        assert all(len(b.ids) == 5 and b.images.shape == (5, 3, 32, 32) for bs in batches for b in bs)
-        ids = [{i for b in bs for i in b.ids} for bs in batches]
-        assert all(not (ids[a] & ids[b]) for a in range(world_size) for b in range(a + 1, world_size))
-    with pytest.raises(ValueError, match="fewer than world_size"):
-        make_loader(shards, "train", cfg, rank=0, world_size=len(info["shards"]) + 1)
+        cfg = config(negatives_per_positive=negatives_per_positive)
+        per_worker_count = [batch_ids(shards, replace(cfg, workers=w), world_size) for w in (0, 2)]
+        assert per_worker_count[0] == per_worker_count[1]  # the same batches for any worker count
+        ranks = per_worker_count[0]
+        assert len({len(r) for r in ranks}) == 1 and all(len(b) == 5 for r in ranks for b in r)
+        seen = Counter(i for r in ranks for b in r for i in b)
+        assert {i: seen[i] for i in positives} == dict.fromkeys(positives, 1)
+        drawn = sum(seen[i] for i in negatives)
+        if negatives_per_positive is None:  # every negative, and a few again to fill the last batches
+            assert set(seen) == positives | negatives and drawn - len(negatives) < 5 * world_size
+        else:  # 20 negatives, rounded up to full batches on every rank
+            assert drawn == -(-40 // (5 * world_size)) * 5 * world_size - 20 and max(seen.values()) == 1
 
 
-def test_train_is_shuffled_per_epoch_and_repeatable(shards):
-    cfg = config(workers=2)
-    first, again, second = (epoch_ids(shards, "train", cfg, 1, epoch=e)[0] for e in (0, 0, 1))
-    assert first == again and first != second
-    assert len(set(first)) > 0.9 * len(first)  # an epoch hardly repeats samples
+def test_train_negatives_rotate_and_follow_the_seed(shards):
+    _, negatives = train_ids(shards)
+    cfg = config(workers=2, negatives_per_positive=1.0)
+
+    def drawn(epoch, seed=0):
+        ranks = batch_ids(shards, replace(cfg, seed=seed), 1, epoch)
+        return {i for r in ranks for b in r for i in b} & negatives
+
+    first = [drawn(e) for e in range(5)]  # 20 of the 95 negatives an epoch
+    assert all(not (first[a] & first[b]) for a in range(4) for b in range(a + 1, 4))
+    assert set().union(*first) == negatives and drawn(0) == first[0] and drawn(0, seed=1) != first[0]
 
 
 @SKIPS_CORRUPT
@@ -162,9 +187,12 @@ def test_dali_cpu_only_matches_the_cpu_loader(tmp_path, shards):
     }
     assert dali == cpu
     assert per_rank[0][0].images.shape[1:] == (3, 32, 32) and per_rank[0][0].images.dtype == torch.float32
-    train = list(make_loader(clean, "train", cfg, rank=1, world_size=2))
-    assert len(train) == split_info(clean, "train")["count"] // 2 // 5
-    assert train[0].images.shape == (5, 3, 32, 32)
+    for k in (None, 1.0):  # the same planned train batches as the CPU loader
+        dali_cfg = replace(cfg, negatives_per_positive=k)
+        dali_train = list(make_loader(clean, "train", dali_cfg, rank=1, world_size=2))
+        cpu_train = make_loader(clean, "train", config(negatives_per_positive=k), rank=1, world_size=2)
+        assert [b.ids for b in dali_train] == [b.ids for b in cpu_train]
+        assert dali_train[0].images.shape == (5, 3, 32, 32)
     cpu_images = next(iter(make_loader(clean, "test", config()))).images
     assert (per_rank[0][0].images.mean() - cpu_images.mean()).abs() < 0.1  # same normalisation
 
