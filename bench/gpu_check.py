@@ -13,13 +13,12 @@ one run of a few minutes on a bare machine, printed as one table and written as 
 Goals: DALI >= 10,000 images/s on one H100/H200; training from shards >= 0.9x in-memory.
 
 Input: it makes its own shards with the project's stage functions, `pipeline synth` -> `pipeline ingest`
--> `pipeline build-shards --ratio 10`, under --work (resumed when already there). The train shards are
-sized so their count is a multiple of the CPU loader's workers (one per core), so each worker reads only
-its own shards (model/data.py deals shards to workers only when they divide evenly).
+-> `pipeline build-shards --ratio 10`, under --work (resumed when already there). The loaders read
+planned train epochs (model/epochs.py) by sample offsets, whatever the shard count.
 
-Loaders are timed in steady state: one stream per loader (the CPU loader's epoch made endless, the DALI
-pipeline built once and run on), warmed up, then counted over a fixed window; real epochs restart the
-loader, which on this small set would time the restart rather than the decoding.
+Loaders are timed in steady state: one stream per loader (the CPU loader's epochs one after another, the
+DALI pipeline built once over many epochs' planned batches), warmed up, then counted over a fixed
+window; a DALI pipeline per epoch would, on this small set, time its start rather than the decoding.
 
     bench/gpu_check.sh                  # = PYTHONPATH=. python3 bench/gpu_check.py: full run on CUDA
     bench/gpu_check.sh --small          # tiny smoke run; automatic without CUDA
@@ -209,22 +208,24 @@ def loader_config(args, backend: str, device: torch.device) -> data.LoaderConfig
 
 
 def cpu_stream(shards: Path, cfg: data.LoaderConfig):
-    """The project's CpuLoader over the train split with its epoch made endless (its worker streams
-    already cycle the shards; only the epoch's batch count stops them)."""
-    loader = data.make_loader(shards, "train", cfg)
-    loader.info = {**loader.info, "count": 10**12}
-    return iter(loader)
+    """The project's CpuLoader over the train split, one epoch after another."""
+    epochs = itertools.count()
+    return itertools.chain.from_iterable(data.make_loader(shards, "train", cfg, epoch=e) for e in epochs)
 
 
-def dali_stream(shards: Path, cfg: data.LoaderConfig):
-    """The project's DALI train pipeline (model/data.py dali_pipeline) built once and run on across
-    epochs, its outputs turned into Batch by DaliLoader.to_batch, as DaliLoader does per epoch."""
+def dali_stream(shards: Path, cfg: data.LoaderConfig, epochs: int = 100):
+    """The project's DALI train pipeline (model/data.py dali_pipeline) built once over the planned batches
+    of many epochs in a row, its outputs turned into Batch by DaliLoader.to_batch, as DaliLoader does per
+    epoch."""
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
+    info = data.split_info(shards, "train")
+    plans = [data.planned_batches(shards, info, cfg, 0, 1, e) for e in range(epochs)]
+    source = data.PlannedSource(plans[0][0], [b for _, batches in plans for b in batches])
     loader = data.make_loader(shards, "train", cfg)
-    pipe = data.dali_pipeline(loader.paths, True, cfg, 0, 1, loader.seed)
+    pipe = data.dali_pipeline(source, True, cfg, loader.seed)
     pipe.build()
-    outputs = DALIGenericIterator(pipe, ["images", "labels", "difficult", "json"], size=-1, auto_reset=True)
+    outputs = DALIGenericIterator(pipe, ["images", "labels", "difficult", "json"], auto_reset=False)
     return (loader.to_batch(out[0]) for out in outputs)
 
 
@@ -234,7 +235,7 @@ def open_stream(kind: str, shards: Path, cfg: data.LoaderConfig):
 
 def loader_warmup(args) -> int:
     """Untimed batches before a loader's window: at least two per worker, so every CPU worker has
-    started and filled its shuffle buffer (the same count for DALI)."""
+    started (the same count for DALI)."""
     return max(args.warmup, 2 * args.workers)
 
 

@@ -4,7 +4,8 @@ The train split is catalogued once per process from the shards' DALI indexes (ev
 size) and each sample's 20-byte label member, read at its offset: the JPEG is never touched to decide
 whether a sample takes part. An epoch is then a pure function of the catalogue, the seed and the epoch:
 - every train positive, once; with `repeat_threshold` t, a positive holding a class found in fewer than
-  a share t of the positives is repeated sqrt(t / share) times on average (repeat-factor sampling, LVIS);
+  a share t of the positives is repeated sqrt(t / share) times on average (repeat-factor sampling, LVIS),
+  rounded so that every epoch has the same length;
 - negatives: every one, or `negatives_per_positive` K x the positives, taken as the next window of a fixed
   per-seed order of the negative pool, so consecutive epochs rotate through every negative before any
   comes back;
@@ -75,9 +76,17 @@ def repeat_factors(labels: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(labels > 0, per_class, 1.0).max(axis=1)
 
 
-def hash_fraction(seed: int, salt: str, keys) -> np.ndarray:
-    """Uniform [0, 1) numbers from stable hashes of the keys."""
-    return stable_hashes(seed, salt, keys).astype(np.float64) / 2.0**64
+def positive_copies(keys: np.ndarray, factors: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Copies of each positive this epoch: its factor rounded down or up, up with a chance equal to the
+    fraction (systematic sampling along a per-epoch hash order), so that the epoch always holds
+    sum(floor) + round(sum of fractions) copies: every epoch has the same length."""
+    whole = np.floor(factors)
+    fraction = factors - whole
+    order = np.argsort(stable_hashes(seed, f"repeat-{epoch}", keys), kind="stable")
+    crossed = np.floor(np.cumsum(fraction[order]) + 0.5)
+    extra = np.empty(len(keys))
+    extra[order] = np.diff(np.r_[0.0, crossed])
+    return (whole + extra).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,14 +100,14 @@ def epoch_samples(cat: Catalogue, sampling: Sampling, epoch: int, unit: int) -> 
     """Catalogue rows of one epoch in training order, a multiple of `unit` (world size x batch) long."""
     positives = np.flatnonzero(cat.positive)
     factors = repeat_factors(cat.labels[positives], sampling.repeat_threshold)
-    extra = hash_fraction(sampling.seed, f"repeat-{epoch}", cat.keys[positives]) < factors % 1
-    rows = np.repeat(positives, np.floor(factors).astype(np.int64) + extra)
+    rows = np.repeat(positives, positive_copies(cat.keys[positives], factors, sampling.seed, epoch))
     pool = negative_order(cat, sampling.seed)
     k = sampling.negatives_per_positive
     wanted = len(pool) if k is None else min(len(pool), math.ceil(k * len(rows)))
     total = -(-(len(rows) + wanted) // unit) * unit
-    if len(pool):  # consecutive windows of the pool: the rotation
-        rows = np.concatenate([rows, pool[(epoch * wanted + np.arange(total - len(rows))) % len(pool)]])
+    if len(pool):  # consecutive windows of the pool (every epoch takes as many): the rotation
+        taken = total - len(rows)
+        rows = np.concatenate([rows, pool[(epoch * taken + np.arange(taken)) % len(pool)]])
     else:
         rows = np.resize(rows, total)
     names = [f"{key}\x00{n}" for key, n in zip(cat.keys[rows], occurrence(rows), strict=True)]

@@ -29,7 +29,7 @@ from model.inference import (
     summarise,
     val_thresholds,
 )
-from model.metrics import box_class
+from model.metrics import box_class, mean_ap
 from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
 from pipeline.classes import CLASSES
 
@@ -45,6 +45,13 @@ def format_tables(summary: dict) -> str:
              f"{'output':<10}{head}{'mAP':>9}"]
     for name, aps in summary["ap"].items():
         lines.append(_row(name, aps, summary["map"][name]))
+    sep = summary.get("separation")
+    if sep and sep["count"]:
+        rho = "-" if sep["spearman"] is None else f"{sep['spearman']:.2f}"
+        chance = mean_ap(np.array(sep["chance"], dtype=float))
+        lines += ["", f"Class separation - fused AP (%) among the {sep['count']} positive test images only; "
+                      f"mean Spearman between two classes' scores {rho} (1: one score for every class)",
+                  _row("among pos", sep["ap"], sep["map"]), _row("chance", sep["chance"], chance)]
     if summary["pointing"]:
         lines += ["", "Table 3 - pointing localization accuracy (%)", f"{'output':<10}{head}{'mean':>9}"]
         for name, p in summary["pointing"].items():

@@ -17,7 +17,7 @@ from model.alarms import fit_thresholds, thresholds_document
 from model.checkpoint import load_checkpoint
 from model.chr import STAGE_NAMES, build_model
 from model.config import TrainConfig, train_config_from_dict
-from model.metrics import mean_ap, per_class_ap, pointing_accuracy, pointing_counts
+from model.metrics import class_separation, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
 from pipeline.classes import CLASSES
 
 FUSED = "fused"
@@ -155,13 +155,18 @@ def gather(pred: dict) -> dict:
 
 
 def summarise(pred: dict) -> dict:
-    """Per-class AP and mAP per output; pointing accuracy per class and mean per output (when counted)."""
+    """Per-class AP and mAP per output; the fused output's class separation (AP among the positive images);
+    pointing accuracy per class and mean per output (when counted)."""
     labels, difficult = pred["labels"], pred["difficult"].astype(bool)
     summary = {"count": len(pred["ids"]), "classes": list(CLASSES), "ap": {}, "map": {}, "pointing": {}}
     for name, scores in pred["scores"].items():
         aps = per_class_ap(scores, labels, difficult)
         summary["ap"][name] = _floats(aps)
         summary["map"][name] = _float(mean_ap(aps))
+    if FUSED in pred["scores"]:
+        sep = class_separation(pred["scores"][FUSED], labels, difficult)
+        summary["separation"] = {"count": sep["count"], "ap": _floats(sep["ap"]), "map": _float(sep["map"]),
+                                 "chance": _floats(sep["chance"]), "spearman": _float(sep["spearman"])}
     for name, counts in pred["pointing"].items():
         acc = pointing_accuracy(counts)
         summary["pointing"][name] = {"accuracy": _floats(acc), "mean": _float(mean_ap(acc)),

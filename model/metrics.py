@@ -48,6 +48,20 @@ def mean_ap(aps: np.ndarray) -> float:
     return float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
 
 
+def class_separation(scores: np.ndarray, labels: np.ndarray, difficult: np.ndarray) -> dict:
+    """Does the model tell the classes apart, or score one 'threat-ness' for all five? Among the positive
+    images only: per-class AP (chance: the class's share of them), its mean, and the mean Spearman
+    correlation between two classes' scores (near 1: every class ranks the positives in one order)."""
+    positive = (np.asarray(labels) > 0).any(axis=1)
+    scores, labels, difficult = scores[positive], labels[positive], difficult[positive]
+    aps = per_class_ap(scores, labels, difficult)
+    rho = np.corrcoef(scores.argsort(axis=0).argsort(axis=0).T) if len(scores) > 1 else np.ones((5, 5))
+    off_diagonal = rho[~np.eye(len(rho), dtype=bool)]
+    return {"count": int(positive.sum()), "ap": aps, "map": mean_ap(aps),
+            "chance": (labels > 0).mean(axis=0) if len(labels) else np.full(labels.shape[1], np.nan),
+            "spearman": float(np.nanmean(off_diagonal)) if np.isfinite(off_diagonal).any() else float("nan")}
+
+
 def cam_peak(cams: list[torch.Tensor], width: int, height: int, fuse: str = "max") -> tuple[int, int]:
     """(x, y) pixel of the peak of [h, w] CAMs, each bilinearly upsampled to the image size.
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.alarms import DEFAULT_TARGET_RECALL, alarm_summary, write_thresholds
-from model.backbones import load_weights
+from model.backbones import FROM_SCRATCH, load_weights
 from model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
@@ -62,7 +62,7 @@ class RandomStartWarning(UserWarning):
 
 
 def warn_if_random_start(cfg: TrainConfig) -> None:
-    if cfg.weights or cfg.model.backbone == "tiny":  # tiny is the tests' and demos' backbone
+    if cfg.weights or cfg.model.backbone in FROM_SCRATCH:
         return
     name = cfg.model.backbone
     warnings.warn(f"\n\n  *** {name} STARTS FROM RANDOM WEIGHTS ***\n  The paper fine-tunes ImageNet "
@@ -70,9 +70,10 @@ def warn_if_random_start(cfg: TrainConfig) -> None:
                   f"--weights {name}.pth\n", RandomStartWarning, stacklevel=3)
 
 
-def selection_score(summary: dict) -> float:
-    """The fused mAP the best epoch is chosen by; 0 where no class has a positive to rank."""
-    return summary["map"][FUSED] or 0.0
+def selection_score(summary: dict, output: str = FUSED) -> float:
+    """The mAP of `output` (fused, or a stage) the best epoch is chosen by; 0 where no class has a positive
+    to rank."""
+    return summary["map"][output] or 0.0
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
@@ -139,10 +140,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
                         "images_per_s": round(images_per_s, 1), "eval_split": cfg.select_on,
                         "eval_count": summary["count"],
                         **{f"ap_{c}": a for c, a in zip(CLASSES, summary["ap"][FUSED], strict=True)},
-                        "map": summary["map"][FUSED]})
+                        "map": summary["map"][FUSED],
+                        **{f"map_{name}": m for name, m in summary["map"].items() if name != FUSED}})
 
         # ---- checkpoint (rank 0; atomic, last.pt written last marks the epoch done) ----
-        score = selection_score(summary)
+        score = selection_score(summary, cfg.select_by)
         if rank == 0:
             write_metrics_csv(out / "metrics.csv", history)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -153,8 +155,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
                 save_checkpoint(out / "best.pt", state)
             save_checkpoint(out / "last.pt", state)
             # the epoch's line: under its finished bar on a terminal, alone in a log file or pipe
+            by = "" if cfg.select_by == FUSED else f" ({cfg.select_by})"
             tqdm.write(f"{desc}: loss {train_loss:.4f}, {images_per_s:.0f} img/s, "
-                       f"{cfg.select_on} mAP {100 * score:.1f}")
+                       f"{cfg.select_on} mAP{by} {100 * score:.1f}")
         best_score = max(best_score, score)
         if world_size > 1:
             dist.barrier()
@@ -231,7 +234,7 @@ def final_test(model, data, cfg: TrainConfig, lcfg, rank: int, world_size: int, 
                           fuse=cfg.pointing_fuse, tolerance=cfg.pointing_tolerance))
     summary = summarise(pred)
     summary["selected"] = {"epoch": best["epoch"], "of_epochs": cfg.epochs, "on": cfg.select_on,
-                           "map": best["best_map"]}
+                           "by": cfg.select_by, "map": best["best_map"]}
     # alarm thresholds for best.pt on the held-out val split (none when selecting on test: nothing held out)
     thresholds = val_thresholds(model, data, cfg.shards, lcfg, device, target=DEFAULT_TARGET_RECALL,
                                 checkpoint=out / "best.pt", epoch=best["epoch"], held_out=True, rank=rank,

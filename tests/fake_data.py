@@ -39,7 +39,12 @@ def split_info(shards, split, val_fraction=0.0):
 SEEN = []  # (split, rank, ids) of every batch, for the tests to inspect
 
 
-def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0):
+def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0) -> list:
+    """The epoch's batches (a list: the trainer takes the loader's len for its progress bar)."""
+    return list(batches(split, cfg, rank, world_size, epoch))
+
+
+def batches(split, cfg, rank, world_size, epoch):
     indices = list(range(COUNTS[split]))
     side = cfg.crop if split == "train" else cfg.test_size
     if split == "train":

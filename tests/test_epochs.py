@@ -96,5 +96,6 @@ def test_repeated_positives_come_round_down_or_up_and_average_their_factor():
     sampling = Sampling(0, 1.0, repeat_threshold=0.4)
     counts = [Counter(keys_of(cat, epoch_samples(cat, sampling, e, unit=1))) for e in range(200)]
     assert all(c["P00001"] == 2 for c in counts)  # scissors, factor exactly 2
+    assert len({sum(c.values()) for c in counts}) == 1  # every epoch as long
     gun = [c["P00005"] for c in counts]  # factor 1.414: once or twice
     assert set(gun) == {1, 2} and np.mean(gun) == pytest.approx(2**0.5, abs=0.07)

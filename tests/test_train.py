@@ -37,11 +37,13 @@ class FakeData:
         return fake_data.split_info(shards, split)
 
     @staticmethod
-    def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0):
+    def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0) -> list:
         if split != "val":
-            yield from fake_data.make_loader(shards, split, cfg, rank=rank, world_size=world_size,
-                                             epoch=epoch)
-            return
+            return fake_data.make_loader(shards, split, cfg, rank=rank, world_size=world_size, epoch=epoch)
+        return list(FakeData.val_batches(cfg, rank, world_size))
+
+    @staticmethod
+    def val_batches(cfg, rank, world_size):
         first = sum(fake_data.COUNTS.values())
         mine = list(range(first, first + FakeData.VAL))[rank::world_size]
         for start in range(0, len(mine), cfg.batch_size):
@@ -125,6 +127,15 @@ def test_eval_predictions_reproduce_the_ap_table_with_scikit_learn(tmp_path):
     assert {"fused@15px", "stage3@15px"} <= set(report["pointing"])  # the tolerant pointing alongside
 
 
+def test_select_by_the_top_stage_as_the_authors_do(tmp_path):
+    train(config(tmp_path, epochs=3, select_by="stage1", select_on="test"), data=FakeData())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    stage1, fused = [float(r["map_stage1"]) for r in rows], [float(r["map"]) for r in rows]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert max(stage1) != max(fused)  # the two rules read different numbers
+    assert best["epoch"] == 1 + int(np.argmax(stage1)) and best["best_map"] == pytest.approx(max(stage1))
+
+
 def test_select_on_test_keeps_the_authors_behaviour(tmp_path):
     summary = train(config(tmp_path, epochs=2, select_on="test"), data=FakeData())
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
@@ -166,13 +177,15 @@ def test_weights_flag_loads_the_published_file_into_the_trained_backbone(tmp_pat
 @pytest.mark.parametrize("args,expected", [
     (["--preset", "official"], {"loss_rule": "official", "epsilon": OFFICIAL_EPSILON,
                                 "refinement": "official", "loss_normalisation": "mean", "batch_size": 320,
-                                "select_on": "test", "epochs": 15, "lr": 0.01, "lr_steps": (20,)}),
+                                "select_on": "test", "select_by": "stage1", "epochs": 15, "lr": 0.01,
+                                "lr_steps": (20,)}),
     (["--preset", "official", "--batch-size", "8", "--epsilon", "0.2"],
      {"loss_rule": "official", "batch_size": 8, "epsilon": 0.2}),  # typed flags win
     (["--preset", "paper"],
      {"loss_rule": "paper", "epsilon": 0.5, "refinement": "official", "select_on": "val"}),
     ([], {"loss_rule": "drop-easy", "epsilon": 0.01, "refinement": "official", "loss_normalisation": "mean",
-          "batch_size": 16, "select_on": "val", "val_fraction": 0.1, "pointing_fuse": "max", "crop": 224}),
+          "batch_size": 16, "select_on": "val", "select_by": "fused", "val_fraction": 0.1,
+          "pointing_fuse": "max", "crop": 224, "negatives_per_positive": None, "repeat_threshold": 0.0}),
     (["--backbone", "inception_v3"], {"crop": 299, "test_size": 299, "resize": 342, "transform_input": True}),
 ])
 def test_train_flags_and_presets(monkeypatch, args, expected):
@@ -291,10 +304,10 @@ class Recording:
         self.data, self.seen = model.data, []
         self.LoaderConfig, self.split_info = model.data.LoaderConfig, model.data.split_info
 
-    def make_loader(self, shards, split, cfg, **kw):
-        for batch in self.data.make_loader(shards, split, cfg, **kw):
-            self.seen.append((split, list(batch.ids)))
-            yield batch
+    def make_loader(self, shards, split, cfg, **kw) -> list:
+        batches = list(self.data.make_loader(shards, split, cfg, **kw))
+        self.seen += [(split, list(batch.ids)) for batch in batches]
+        return batches
 
 
 def real_config(tmp_path, shards, name="run", epochs=1):
@@ -347,3 +360,44 @@ def test_train_with_the_dali_loader_on_real_shards(tmp_path, sample_shards):
     test_ids = sorted(i for split, ids in data.seen if split == "test" for i in ids)
     assert test_ids == ["N0052517", "N0052517", "P00005", "P00005"]  # choosing the epoch, final numbers
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["loader"] == "dali"
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory):
+    from shard_helpers import synthetic_rows, write_dataset
+
+    from pipeline.shards import build_shards
+
+    root = tmp_path_factory.mktemp("small")
+    write_dataset(root, synthetic_rows(30, 120, seed=1))
+    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
+    return root / "shards" / "sixray10"
+
+
+def balanced_config(tmp_path, shards, name, epochs):
+    return TrainConfig(shards=str(shards), out=str(tmp_path / name), epochs=epochs, batch_size=5, lr=0.05,
+                       lr_steps=(2,), resize=40, crop=32, test_size=32, workers=2, device="cpu",
+                       negatives_per_positive=1.0, val_fraction=0.2,
+                       model=ModelConfig(backbone="tiny", epsilon=0.05))
+
+
+def test_balanced_epochs_resume_exactly_across_a_learning_rate_step(tmp_path, small_shards):
+    straight = Recording()
+    train(balanced_config(tmp_path, small_shards, "straight", 3), data=straight)
+    train(balanced_config(tmp_path, small_shards, "resumed", 1))
+    resumed = Recording()
+    train(balanced_config(tmp_path, small_shards, "resumed", 3), resume=True, data=resumed)
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "resumed" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [list(csv.DictReader(open(tmp_path / n / "metrics.csv"))) for n in ("straight", "resumed")]
+    for row in rows[0] + rows[1]:
+        del row["images_per_s"]
+    assert rows[0] == rows[1] and [float(r["lr"]) for r in rows[0]] == pytest.approx([0.05, 0.05, 0.005])
+    batches = [[ids for split, ids in rec.seen if split == "train"] for rec in (straight, resumed)]
+    per_epoch = len(batches[1]) // 2
+    assert batches[0][per_epoch:] == batches[1]  # epochs 2 and 3 replayed batch for batch
+    epochs = [sum(batches[0][e * per_epoch:(e + 1) * per_epoch], []) for e in range(3)]
+    positives = [{i for i in ids if i.startswith("P")} for ids in epochs]
+    negatives = [{i for i in ids if i.startswith("N")} for ids in epochs]
+    assert all(sum(i.startswith("P") for i in ids) == len(positives[0]) for ids in epochs)  # each once
+    assert positives[0] == positives[1] == positives[2] and not negatives[0] & negatives[1]
