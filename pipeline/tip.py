@@ -3,7 +3,8 @@
 Each TIP scan `T0000001`.. (TIP_PREFIX + 7 digits: the release's ids are P + 5 and N + 7 digits, so none
 can collide) is a negative scan of the raw folder's train split with 1 to `max_threats` threat layers
 from the library (`pipeline threats`) multiplied in (physics.composite: Beer-Lambert, transmissions
-multiply), each at a random position inside the bag, a random scale (its box covers an area drawn from
+multiply), each at a random position on the bag's footprint (its absorbing pixels on the attenuating
+cells, not across the bag's edge on the empty belt), a random scale (its box covers an area drawn from
 the real boxes of its class, the layer resized by 0.5x to 2x at most), a random rotation and a random
 mirror flip. Its box is the tight box of the placed layer's absorbing pixels.
 
@@ -61,9 +62,13 @@ BOX_LEVEL = 254
 BAG_MARGIN = 10
 """Grey levels under the belt's (the median of the scan's border) that mark the bag."""
 MASK_REDUCE = 8
-PLACE_TRIES = 8
+PLACE_TRIES = 32
 MAX_OVERLAP = 0.1
 """Boxes of one scan overlap by at most this IoU when PLACE_TRIES allow."""
+MIN_INSIDE = 0.98
+"""A placement is taken when this share of the layer's absorbing pixels lies on the bag (its attenuating
+cells, not the empty belt) and its box overlaps no other; else the try with the most on the bag (a threat
+over another beats a threat on the belt)."""
 INDEX_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -114,9 +119,9 @@ def absorbing_box(layer: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def bag_cells(scan: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The bag, not empty belt, from one pixel per MASK_REDUCE cell: the (row, col) cells darker than the
-    belt by BAG_MARGIN, and the rectangle (x0, y0, x1, y1, in pixels) of the rows and columns holding at
-    least two of them. The belt's level is the median of the border cells (the belt runs along the
+    """The bag, not empty belt, from one pixel per MASK_REDUCE cell: a bool mask of the cells darker than
+    the belt by BAG_MARGIN, and the rectangle (x0, y0, x1, y1, in pixels) of the rows and columns holding
+    at least two of them. The belt's level is the median of the border cells (the belt runs along the
     edges; bags may be tinted, and edge enhancement leaves halos brighter than the belt). Every cell
     when none is (a scan that is all bag or all belt)."""
     width, height = scan.size
@@ -132,7 +137,20 @@ def bag_cells(scan: Image.Image) -> tuple[np.ndarray, tuple[int, int, int, int]]
         rows, cols = np.flatnonzero(bag.any(axis=1)), np.flatnonzero(bag.any(axis=0))
     rect = (int(cols[0]) * MASK_REDUCE, int(rows[0]) * MASK_REDUCE,
             min((int(cols[-1]) + 1) * MASK_REDUCE, width), min((int(rows[-1]) + 1) * MASK_REDUCE, height))
-    return np.argwhere(bag), rect
+    return bag, rect
+
+
+def absorbing_points(layer: np.ndarray, limit: int = 2000) -> np.ndarray:
+    """(row, col) of up to `limit` of the layer's absorbing pixels, evenly taken."""
+    points = np.argwhere(np.minimum(np.minimum(layer[..., 0], layer[..., 1]), layer[..., 2]) <= BOX_LEVEL)
+    return points[:: max(1, len(points) // limit)]
+
+
+def share_on_bag(bag: np.ndarray, points: np.ndarray, x: int, y: int) -> float:
+    """The share of a layer's absorbing points that fall on bag cells when its corner is at (x, y)."""
+    rows = np.minimum((points[:, 0] + y) // MASK_REDUCE, bag.shape[0] - 1)
+    cols = np.minimum((points[:, 1] + x) // MASK_REDUCE, bag.shape[1] - 1)
+    return float(bag[rows, cols].mean())
 
 
 def _iou(a, b) -> float:
@@ -153,7 +171,8 @@ def project(rng: np.random.Generator, scan, layers: list[tuple[str, np.ndarray]]
     as_array = isinstance(scan, np.ndarray)
     out = Image.fromarray(scan) if as_array else scan.copy()
     width, height = out.size
-    cells, bag = bag_cells(out)
+    mask, bag = bag_cells(out)
+    cells = np.argwhere(mask)
     boxes, used = [], []
     for k, (cls, layer) in enumerate(layers):
         placed = transform_layer(rng, layer, cls, width, height)
@@ -161,16 +180,23 @@ def project(rng: np.random.Generator, scan, layers: list[tuple[str, np.ndarray]]
         if tight is None:
             continue
         ph, pw = placed.shape[:2]
+        points = absorbing_points(placed)
         # the layer stays inside the bag's rectangle where it fits, else inside the image
         lo_x, hi_x = (bag[0], bag[2]) if bag[2] - bag[0] >= pw else (0, width)
         lo_y, hi_y = (bag[1], bag[3]) if bag[3] - bag[1] >= ph else (0, height)
+        best = (-1.0, False, 0, 0)
         for _ in range(PLACE_TRIES):
             cy, cx = (cells[rng.integers(len(cells))] + rng.random(2)) * MASK_REDUCE
             x = int(np.clip(round(cx - pw / 2), lo_x, hi_x - pw))
             y = int(np.clip(round(cy - ph / 2), lo_y, hi_y - ph))
             box = (x + tight[0], y + tight[1], x + tight[2], y + tight[3])
-            if all(_iou(box, b[1:]) <= MAX_OVERLAP for b in boxes):
+            free = all(_iou(box, b[1:]) <= MAX_OVERLAP for b in boxes)
+            on_bag = share_on_bag(mask, points, x, y)
+            best = max(best, (min(on_bag, MIN_INSIDE), free, x, y))
+            if free and on_bag >= MIN_INSIDE:
                 break
+        _, _, x, y = best
+        box = (x + tight[0], y + tight[1], x + tight[2], y + tight[3])
         region = (x, y, x + pw, y + ph)
         out.paste(Image.fromarray(physics.composite(np.asarray(out.crop(region)), placed)), region)
         boxes.append((cls, *map(float, box)))

@@ -92,6 +92,23 @@ def test_boxes_land_where_the_threat_is():
         assert not (changed & ~inside).any()  # nothing absorbs outside the boxes
 
 
+def test_threats_lie_on_the_bags_not_across_their_edges_on_the_belt():
+    """Two bags with empty belt between and around them: the bags' bounding rectangle holds belt, yet
+    every threat's absorbing pixels land on a bag."""
+    scan = np.full((480, 640, 3), 235, np.uint8)  # the empty belt
+    bags = np.zeros((480, 640), bool)
+    bags[60:420, 20:300] = bags[60:420, 360:620] = True  # each roomy enough for a layer at 2x
+    scan[bags] = (150, 140, 120)
+    on_belt = []
+    for seed in range(40):
+        out, boxes, used = project(np.random.default_rng(seed), scan,
+                                   [("wrench", threat_layer()), ("pliers", threat_layer(50, 30))])
+        changed = (out < scan).any(axis=2)
+        assert used == [0, 1] and changed.any()
+        on_belt.append(changed[~bags].sum() / changed.sum())
+    assert max(on_belt) <= 0.02, on_belt
+
+
 def test_extracting_a_composited_threat_gives_its_layer_back():
     layer = threat_layer()
     for seed in range(3):
