@@ -5,19 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RAW=${RAW:-raw/demo}
 
-pipeline synth --out "$RAW" --positives 600 --negatives 6000 --size-factor 0.5 --seed 0
+pipeline synth --out "$RAW" --positives 2000 --negatives 20000 --size-factor 0.5 --seed 0
 pipeline ingest --raw "$RAW" --out manifests
 pipeline build-shards --ratio 10 --manifests manifests --out shards
 pipeline stats --manifests manifests
 
-# A short CPU training of CHR (small backbone, small inputs) and the paper's evaluation tables; a rerun
-# continues the run (model train refuses to overwrite one without --resume).
+# The reference recipe (small CHR from random weights, 128-pixel inputs, balanced epochs: every train
+# positive and as many negatives, rotating) cut to a few CPU minutes, then the paper's evaluation tables;
+# a rerun continues the run (model train refuses to overwrite one without --resume).
 RESUME=$([ -f runs/demo/last.pt ] && echo --resume || true)
-model train --shards shards/sixray10 --out runs/demo --backbone tiny --variant chr --epochs 8 \
-  --lr-steps 6 --batch-size 32 --lr 0.05 --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu $RESUME
+model train --shards shards/sixray10 --out runs/demo --preset reference --epochs 9 --lr-steps 6,8 \
+  --device cpu $RESUME
 echo "== model eval: the best epoch's checkpoint, Tables 2-3 =="
-model eval --checkpoint runs/demo/best.pt --shards shards/sixray10 --out runs/demo/eval \
-  --test-size 128 --workers 2 --device cpu
+model eval --checkpoint runs/demo/best.pt --shards shards/sixray10 --out runs/demo/eval --workers 2 --device cpu
 
 # Screening: a few raw scans through the checkpoint with the alarm thresholds model eval just fitted on
 # the val split (runs/demo/eval/thresholds.json), then the same through the ONNX export.

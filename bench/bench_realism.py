@@ -1,24 +1,25 @@
-"""Does a model trained only on `pipeline synth` output recognise the threats in real scans? (issue 12)
+"""Does a model trained only on `pipeline synth` output recognise the threats in real scans? (issues 12, 17)
 
-One fixed recipe, the demo's (demo.sh) data sizes and training flags, on fresh synthetic scans:
+The reference recipe on the reference data (bench/bench_learning.py's, the same commands and seed, so the
+two benchmarks can share a --work folder and one training):
 
-    pipeline synth --positives 600 --negatives 6000 --size-factor 0.5 --seed SEED
+    pipeline synth --positives 8929 --negatives 89290 --size-factor 0.5 --seed SEED
     pipeline ingest, pipeline build-shards --ratio 10
-    model train --backbone tiny --variant chr --epochs 8 --lr-steps 6 --batch-size 32 --lr 0.05
-                --resize 144 --crop 128 --test-size 128 --workers 2 --device cpu
+    model train --preset reference --device cpu
 
 then the best epoch's checkpoint is evaluated on the real scans of ../shared/sixray-real-dev through the
 project's own code path: `pipeline ingest` of that folder and `pipeline build-shards --ratio 10 --split
 official`, which puts every one of its images in the test split, then `model eval`'s evaluate_checkpoint.
 Reference printed beside each class's AP: its chance level, the AP of a random ranking, i.e. the share of
 the evaluated real images that hold the class (most of them are positives). The synthetic test split's
-Table 2 is printed too (how hard the synthetic task itself is).
+Table 2 is printed too (how hard the synthetic task itself is), and on both the class separation (AP
+among the positives, the mean Spearman correlation between two classes' scores).
 
 A contact sheet PNG is written for a person to judge: synthetic and real scans side by side, and crops of
 each threat class from both (from their boxes). Real pixels go only into that sheet, never into data.
 
-    python3 bench/bench_realism.py [--work /tmp/realism] [--seed 0] [--sheet bench/results/realism_sheet.png]
-                                   [--train-args '--epochs 24 --lr-steps 18']  (a recipe probe)
+    python3 bench/bench_realism.py [--work /tmp/learning] [--seed 0] [--sheet bench/results/realism_sheet.png]
+                                   [--train-args '--epochs 12']  (a recipe probe: use another --run)
 
 Every step runs as a subprocess under `nice`, as a user types it; a rerun with the same --work resumes
 (synth, ingest, shards and training skip what is done), so delete --work after changing the generator.
@@ -42,32 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.classes import CLASSES  # noqa: E402
 
-SYNTH = ["--positives", "600", "--negatives", "6000", "--size-factor", "0.5"]
-TRAIN = [
-    "--backbone",
-    "tiny",
-    "--variant",
-    "chr",
-    "--epochs",
-    "8",
-    "--lr-steps",
-    "6",
-    "--batch-size",
-    "32",
-    "--lr",
-    "0.05",
-    "--resize",
-    "144",
-    "--crop",
-    "128",
-    "--test-size",
-    "128",
-    "--workers",
-    "2",
-    "--device",
-    "cpu",
-]
-"""demo.sh's flags, unchanged: the recipe is fixed, only the generator may move the figures."""
+SYNTH = ["--positives", "8929", "--negatives", "89290", "--size-factor", "0.5"]
+TRAIN = ["--preset", "reference", "--device", "cpu"]
+"""bench/bench_learning.py's data and recipe, unchanged: only the generator may move the figures."""
 
 PIPELINE = "import sys; from pipeline.cli import main; sys.argv[0] = 'pipeline'; main()"
 MODEL = "import sys; from model.cli import main; sys.argv[0] = 'model'; main()"
@@ -109,35 +87,12 @@ def real_eval(checkpoint: Path, shards: Path, out: Path) -> tuple[dict, list[flo
     return summary, chance_levels(labels, difficult)
 
 
-def class_separation(predictions: Path, positives_only: bool) -> dict:
-    """Does the model tell the classes apart, or score one 'threat-ness' for all five? Per-class AP (and
-    chance) among the images (the positives only, if asked) and the mean Spearman correlation between
-    two classes' scores over those images: near 1 means every class ranks the images in one order."""
-    import pyarrow.parquet as pq
-
-    from model.metrics import average_precision
-
-    pred = pq.read_table(predictions).to_pydict()
-    scores = np.array([pred[f"score_fused_{c}"] for c in CLASSES], dtype=float).T
-    labels = np.array([pred[f"label_{c}"] for c in CLASSES], dtype=float).T > 0
-    keep = labels.any(axis=1) if positives_only else np.ones(len(labels), dtype=bool)
-    scores, labels = scores[keep], labels[keep]
-    ranks = scores.argsort(axis=0).argsort(axis=0)
-    rho = np.corrcoef(ranks.T)
-    return {
-        "count": int(keep.sum()),
-        "ap": [average_precision(scores[:, c], labels[:, c]) for c in range(len(CLASSES))],
-        "chance": labels.mean(axis=0).tolist(),
-        "spearman": float(rho[~np.eye(len(CLASSES), dtype=bool)].mean()),
-    }
-
-
 def format_separation(name: str, sep: dict) -> str:
-    aps = " ".join(f"{100 * a:.1f} ({100 * c:.1f})" for a, c in zip(sep["ap"], sep["chance"], strict=True))
-    return (
-        f"{name} ({sep['count']}): AP (chance) {aps}, mAP {100 * np.nanmean(sep['ap']):.1f}; "
-        f"mean Spearman between two classes' scores {sep['spearman']:.2f}"
-    )
+    """One line from a summary's "separation" (model/metrics.py class_separation)."""
+    pairs = zip(sep["ap"], sep["chance"], strict=True)
+    aps = " ".join(f"{100 * (a or 0):.1f} ({100 * (c or 0):.1f})" for a, c in pairs)
+    return (f"{name} ({sep['count']} positives): AP (chance) {aps}, mAP {100 * (sep['map'] or 0):.1f}; "
+            f"mean Spearman between two classes' scores {sep['spearman']:.2f}")
 
 
 def format_table(summary: dict, chance: list[float], synth_summary: dict | None) -> str:
@@ -235,7 +190,8 @@ def contact_sheet(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/realism"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/learning"))
+    parser.add_argument("--run", default="run", help="the run folder's name under --work")
     parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "sixray-real-dev")
     parser.add_argument("--seed", type=int, default=0, help="synth seed (the demo's is 0)")
     parser.add_argument(
@@ -245,8 +201,8 @@ def main() -> None:
     parser.add_argument(
         "--train-args",
         default="",
-        help="extra `model train` flags, appended to the demo's so they win (e.g. '--epochs 24 --lr-steps "
-        "18'): a probe of another recipe, not the benchmark; use its own --work",
+        help="extra `model train` flags, appended to the recipe's so they win (e.g. '--epochs 12'): a probe "
+        "of another recipe, not the benchmark; give it its own --run",
     )
     args = parser.parse_args()
     train = TRAIN + shlex.split(args.train_args)
@@ -254,7 +210,7 @@ def main() -> None:
     w = ["--workers", str(args.workers)]
     started = time.perf_counter()
 
-    raw, manifests, shards, runs = work / "raw", work / "manifests", work / "shards", work / "run"
+    raw, manifests, shards, runs = work / "raw", work / "manifests", work / "shards", work / args.run
     run("pipeline", "synth", "--out", str(raw), *SYNTH, "--seed", str(args.seed), *w)
     sheet = contact_sheet(raw, real, args.sheet or work / "realism_sheet.png")
     print(f"contact sheet: {sheet}", flush=True)
@@ -283,17 +239,9 @@ def main() -> None:
     info = json.loads((real_shards / "sixray10" / "_info.json").read_text())
     if info["selection"]["train"]["positives"] + info["selection"]["train"]["negatives"]:
         raise SystemExit("some real scans landed in the train split: they would not be evaluated")
-    summary, chance = real_eval(runs / "best.pt", real_shards / "sixray10", work / "real_eval")
-    # the same question on the synthetic test split's positives: is class identity learned at all?
-    from model.evaluate import evaluate_checkpoint
-
-    evaluate_checkpoint(
-        runs / "best.pt", shards / "sixray10", work / "synth_eval", workers=2, device="cpu", overlays=0
-    )
-    separation = {
-        "real": class_separation(work / "real_eval" / "predictions.parquet", positives_only=False),
-        "synth_positives": class_separation(work / "synth_eval" / "predictions.parquet", positives_only=True),
-    }
+    real_out = work / f"{args.run}-real_eval"
+    summary, chance = real_eval(runs / "best.pt", real_shards / "sixray10", real_out)
+    separation = {"real": summary["separation"], "synth_positives": synth_summary["separation"]}
     print()
     print(format_table(summary, chance, synth_summary))
     print(format_separation("real scans", separation["real"]))
@@ -301,9 +249,9 @@ def main() -> None:
     print(
         f"\nseed {args.seed}{', recipe probe: ' + args.train_args if args.train_args else ''}, "
         f"{time.perf_counter() - started:.0f} s; contact sheet {sheet}; "
-        f"report {work / 'real_eval'}"
+        f"report {real_out}"
     )
-    (work / "realism.json").write_text(
+    (work / f"{args.run}-realism.json").write_text(
         json.dumps(
             {
                 "seed": args.seed,

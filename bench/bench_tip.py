@@ -12,8 +12,9 @@ Steps (each resumes; a finished training is reused):
 5. `pipeline build-shards` again without the exclusion: the same real selection plus the N TIP scans;
 6. the evaluation set: every usable test row of the manifest (all test positives and negatives; TIP
    scans are never test), built from a copy of the manifest so the two training subsets stay apart;
-7. `model train` per arm and seed (tiny CHR, small inputs, best epoch on the val part of train), then
-   `model eval` of that epoch on the evaluation set: fused AP per class and mAP.
+7. `model train --preset reference` per arm and seed (the reference recipe: small CHR, 128-pixel inputs,
+   balanced epochs, best epoch on the val part of train; `--epochs` overrides its 30), then `model eval`
+   of that epoch on the evaluation set: fused AP per class and mAP.
 
 Prints the Markdown table (per class mean AP, mAP mean ± sample std over seeds, gain) and writes
 `bench/results/tip_synthetic.csv` and the TIP contact sheet `bench/results/tip_preview.png`.
@@ -59,18 +60,17 @@ def run(group: str, *args) -> str:
 @click.option("--work", type=click.Path(file_okay=False), default="/tmp/bench_tip", show_default=True)
 @click.option("--positives", type=int, default=500, show_default=True)
 @click.option("--negatives", type=int, default=5000, show_default=True)
-@click.option("--size-factor", type=float, default=0.35, show_default=True)
+@click.option("--size-factor", type=float, default=0.5, show_default=True)
 @click.option("--positives-per-class", type=int, default=30, show_default=True,
               help="SIXray1000's 1,000 scaled down: the subset's positives per class (80% train).")
 @click.option("--tip", "tip_count", type=int, default=1000, show_default=True, help="TIP scans (N).")
 @click.option("--seeds", default="0,1", show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--size", type=int, default=64, show_default=True, help="crop and test size")
+@click.option("--epochs", type=int, default=None, help="instead of the reference recipe's")
 @click.option("--data-seed", type=int, default=11, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--speed", is_flag=True, help="Also time TIP on one core at the real size.")
-def main(work, positives, negatives, size_factor, positives_per_class, tip_count, seeds, epochs, size,
-         data_seed, workers, speed):
+def main(work, positives, negatives, size_factor, positives_per_class, tip_count, seeds, epochs, data_seed,
+         workers, speed):
     w = Path(work)
     raw, manifests, started = w / "raw", w / "manifests", time.perf_counter()
     wk = ("--workers", workers)
@@ -94,9 +94,9 @@ def main(work, positives, negatives, size_factor, positives_per_class, tip_count
     data_s = time.perf_counter() - started
     print("\n".join(["", base_out, tip_out, eval_out, threats, tip]))
 
-    recipe = ("--backbone", "tiny", "--variant", "chr", "--epochs", epochs, "--lr-steps", epochs - 2,
-              "--batch-size", 32, "--lr", 0.05, "--resize", round(size * 75 / 64), "--crop", size,
-              "--test-size", size, "--workers", workers, "--device", "cpu")
+    recipe = ("--preset", "reference", "--workers", workers, "--device", "cpu")
+    if epochs:
+        recipe += ("--epochs", epochs, "--lr-steps", f"{round(epochs * 2 / 3)},{round(epochs * 9 / 10)}")
     results = []
     for seed in (int(s) for s in seeds.split(",")):
         for arm in ("base", "tip"):
@@ -108,8 +108,8 @@ def main(work, positives, negatives, size_factor, positives_per_class, tip_count
                     run("model", "train", "--shards", w / f"shards_{arm}" / "sixray1000", "--out", out,
                         *recipe, "--seed", seed, *resume)
                 run("model", "eval", "--checkpoint", out / "best.pt", "--shards",
-                    w / "shards_eval" / "sixray1000", "--out", out / "eval_all", "--test-size", size,
-                    "--workers", workers, "--device", "cpu", "--overlays", 0)
+                    w / "shards_eval" / "sixray1000", "--out", out / "eval_all", "--workers", workers,
+                    "--device", "cpu", "--overlays", 0)
             summary = json.loads(metrics.read_text())
             fused = "fused" if "fused" in summary["ap"] else next(iter(summary["ap"]))
             ap = summary["ap"][fused]

@@ -74,7 +74,7 @@ def test_train_selects_on_val_and_reports_that_epochs_test_numbers(tmp_path):
     assert {r["eval_split"] for r in rows} == {"val"} and {r["eval_count"] for r in rows} == {"12"}
     assert {"train_loss", "map", "ap_gun", "ap_scissors", "images_per_s"} <= set(rows[0])
     best_epoch = max(range(2), key=lambda e: float(rows[e]["map"] or 0)) + 1  # first of equals wins
-    assert summary["selected"] == {"epoch": best_epoch, "of_epochs": 2, "on": "val",
+    assert summary["selected"] == {"epoch": best_epoch, "of_epochs": 2, "on": "val", "by": "fused",
                                    "map": pytest.approx(max(float(r["map"] or 0) for r in rows))}
     assert summary["count"] == fake_data.COUNTS["test"] and summary["pointing"]
     assert json.load(open(out / "test.json")) == json.loads(json.dumps(summary))
