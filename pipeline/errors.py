@@ -63,7 +63,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, SixrayError):
         return exc.exit_code, message_of(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "interrupted; finished work is kept: rerun the same command to resume"
+        return EXIT_INTERRUPTED, ("interrupted; finished work is kept: rerun the same command to resume "
+                                  "(`model train` with --resume added)")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
         return EXIT_DATA, f"disk full{where}; nothing finished was lost: free space and rerun to resume"
@@ -86,17 +87,40 @@ def debug_requested(ctx: click.Context) -> bool:
 
 
 def _remember_debug(ctx: click.Context, _param, value: bool) -> None:
-    ctx.meta["debug"] = value
+    if value:  # the subcommand's own --debug (default off) must not switch off the group's
+        ctx.meta["debug"] = True
+
+
+def _debug_option() -> click.Option:
+    return click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember_debug,
+                        help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
 
 
 class Commands(click.Group):
-    """A click group whose commands end any error with one line on stderr and a documented exit code."""
+    """A click group whose commands end any error, click's own usage errors included, with one line on
+    stderr and a documented exit code; --debug goes before or after the subcommand."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
-                                        callback=_remember_debug,
-                                        help=f"Show the traceback of an error (or set {DEBUG_ENV}=1)."))
+        self.params.append(_debug_option())
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(_debug_option())
+        super().add_command(cmd, name)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:  # a bad flag, an unknown command: no usage block
+            click.echo(f"error: {exc.format_message()} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo(f"error: {describe(KeyboardInterrupt())[1]}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
