@@ -31,6 +31,7 @@ from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sampl
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
+from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes
 
 SPLITS = ("all", "train", "val", "test")
@@ -97,6 +98,7 @@ def manifest_units(manifest: Path, split: str, val_fraction: float, raw) -> list
     from model.data import in_validation
     from pipeline.shards import manifest_raw_root
 
+    check_manifest(manifest)
     root = Path(raw) if raw else manifest_raw_root(manifest)
     table = pq.read_table(manifest, columns=["id", "path", "split"]).to_pydict()
     rows = zip(table["id"], table["path"], table["split"], strict=True)

@@ -114,6 +114,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     net = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    check_selection_split(data, cfg)  # reads the shards' summary: a bad one stops us before we write
     if rank == 0:
         write_json(out / "config.json", to_dict(cfg))
 
@@ -122,7 +123,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
                              negatives_per_positive=cfg.negatives_per_positive,
                              repeat_threshold=cfg.repeat_threshold, device=str(device),
                              val_fraction=cfg.held_out)
-    check_selection_split(data, cfg)
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)

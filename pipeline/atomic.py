@@ -41,6 +41,20 @@ def write_bytes_unsynced(path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
+def read_json(path, what: str) -> dict:
+    """A JSON object this project wrote (`what` says which, for the error): a DataError naming the file when
+    it is not JSON or not an object, never a parser's traceback."""
+    from pipeline.errors import DataError
+
+    try:
+        obj = json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); it should be {what}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: a JSON {type(obj).__name__}, not an object; it should be {what}")
+    return obj
+
+
 def write_json(path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 

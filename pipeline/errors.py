@@ -78,8 +78,29 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return EXIT_DATA, "a worker process died (killed, or out of memory?); rerun to resume"
     if isinstance(exc, OSError):
         return EXIT_DATA, str(exc)
+    foreign = _foreign_library_error(exc)
+    if foreign:
+        return foreign
     return EXIT_BUG, (f"internal error ({type(exc).__name__}: {exc}); this is a bug: rerun with --debug "
                       "and report the traceback")
+
+
+def _foreign_library_error(exc: BaseException) -> tuple[int, str] | None:
+    """duckdb's and Arrow's read errors, and text that does not decode, as our kinds: a read-only or
+    unwritable folder is a usage error (2), a file that is not what it should be a data error (1). Their
+    messages run over several lines; the first says what happened."""
+    kind = f"{type(exc).__module__}.{type(exc).__name__}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if kind.startswith("_duckdb.") or kind.startswith("duckdb."):
+        if "Permission denied" in str(exc) or "Read-only file system" in str(exc):
+            return EXIT_USAGE, f"permission denied ({first})"
+        if kind.endswith(("IOException", "InvalidInputException", "ConversionException", "BinderException")):
+            return EXIT_DATA, f"a file is not what it should be ({first})"
+    if kind.startswith("pyarrow.") and isinstance(exc, (ValueError, OSError)):
+        return EXIT_DATA, f"not a readable Parquet file ({first})"
+    if isinstance(exc, UnicodeError):
+        return EXIT_DATA, f"text that is not valid UTF-8 ({first})"
+    return None
 
 
 def debug_requested(ctx: click.Context) -> bool:

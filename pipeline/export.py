@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path
 from pipeline.classes import ALL_CLASSES
 from pipeline.errors import DataError, MissingInputError, UsageError
+from pipeline.schema import SUBSET_SCHEMA, check_manifest
 from pipeline.shards import manifest_raw_root
 from pipeline.subsets import RATIOS, SPLITS
 
@@ -51,6 +52,7 @@ def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=Non
     if not source.exists():
         raise MissingInputError(f"{source}: no subset manifest; run `pipeline build-shards --ratio "
                                 f"{subset.removeprefix('sixray')}` first")
+    check_manifest(source, SUBSET_SCHEMA)
     raw_root = Path(raw).resolve() if raw else manifest_raw_root(source)
     if fmt == "yolo" and not raw_root.is_dir():
         raise UsageError(f"{raw_root}: raw root of {source} is not a folder; pass --raw DIR "

@@ -50,7 +50,7 @@ from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key
 from pipeline.labels import read_annotation
-from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
+from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, TIP_PREFIX, USABLE_STATUSES, check_manifest
 from pipeline.xray import physics
 
 FORMAT = 1
@@ -232,6 +232,7 @@ def manifest_splits(manifests: Path, raw: Path, subset: Path | None = None) -> d
         if subset:
             raise MissingInputError(f"{path}: no subset manifest; run `pipeline build-shards` first")
         return None
+    check_manifest(path, SUBSET_SCHEMA if subset else MANIFEST_SCHEMA)
     meta = pq.read_schema(path).metadata or {}
     if meta.get(b"raw_root", b"").decode() != str(Path(raw).resolve()):
         return None
