@@ -29,6 +29,7 @@ import torch
 from model.alarms import alarms, checkpoint_thresholds, read_thresholds
 from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sample_filter, split_info
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
+from pipeline.atomic import writes_folder
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.schema import check_manifest
@@ -246,6 +247,7 @@ class PredictionWriter:
             writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
 
 
+@writes_folder("out", "model predict", ours=("predictions.parquet",))
 def predict_scans(units: list, total: int, scorer, size: int, out: str | Path, *, thresholds: dict | None,
                   batch_size: int = 32, workers: int | None = None, cams: int = 0) -> dict:
     """Score every scan of `units` into <out>/predictions.parquet (and cam_*.png for the `cams` highest);

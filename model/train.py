@@ -31,7 +31,7 @@ from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
 from model.inference import FUSED, gather, predict, progress_bar, resolve_device, summarise, val_thresholds
 from model.loss import chr_loss
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, write_json, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
 
@@ -76,6 +76,8 @@ def selection_score(summary: dict, output: str = FUSED) -> float:
     return summary["map"][output] or 0.0
 
 
+@writes_folder(lambda a: a["cfg"].out if int(os.environ.get("RANK", 0)) == 0 else None, "model train",
+               ours=("last.pt",))
 def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     """Train for cfg.epochs (continuing from <out>/last.pt when resume), pick the best epoch on
     cfg.select_on, and return that epoch's test summary (Tables 2-3, also in <out>/test.json).

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, writes_folder
 from pipeline.classes import ALL_CLASSES
 from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.schema import SUBSET_SCHEMA, check_manifest
@@ -40,6 +40,7 @@ DECIMALS = 3
 COMPACT = (",", ":")
 
 
+@writes_folder("out", "pipeline export")  # no legacy: an old export looks like anyone's dataset
 def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=None,
                   batch_rows: int = BATCH_ROWS) -> dict:
     """Export `<manifests>/<subset>.parquet` to `out` as `fmt` (coco | yolo); return per split the images,
@@ -58,7 +59,6 @@ def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=Non
         raise UsageError(f"{raw_root}: raw root of {source} is not a folder; pass --raw DIR "
                                 "(the YOLO lists hold absolute image paths)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     work = out / f".export-tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

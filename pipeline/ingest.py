@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
@@ -414,6 +414,7 @@ def folder_source(raw: Path) -> str:
     return "synth" if (Path(raw) / ".synth" / "params.json").exists() else "real"
 
 
+@writes_folder("out_dir", "pipeline ingest", ours=("manifest.parquet", "_ingest"))
 def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler=None,
            chunk_size: int = 10_000, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Ingest `raw` into `out_dir/manifest.parquet` and `manifest.summary.json`; return the summary, the

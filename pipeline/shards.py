@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.atomic import atomic_path, write_bytes, write_json, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import DataError, MissingInputError, UsageError
@@ -39,6 +39,7 @@ class ShardTask:
     ids_md5: str
 
 
+@writes_folder("out", "pipeline build-shards", ours=("sixray10", "sixray100", "sixray1000"))
 def build_shards(
     manifests: Path,
     out: Path,

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
 from pipeline.classes import ALL_CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
@@ -263,6 +263,8 @@ def list_boxed_scans(raw: Path, split: str, splits: dict | None,
 # ---------------------------------------------------------------- the stage
 
 
+@writes_folder(lambda a: Path(a["out"]) / (a["name"] or Path(a["raw"]).resolve().name), "pipeline threats",
+               ours=(".threats",))
 def build_threats(raw, out, *, name: str | None = None, split: str = "train", manifests="manifests",
                   subset=None, chunk_size: int = 200, workers: int | None = None, scheduler=None) -> dict:
     """Cut the boxed threats of `raw` into the collection `out/<name>/` (name: the raw folder's name);
