@@ -73,9 +73,17 @@ def scan_units(path: str | Path, *, split: str = "all", val_fraction: float = 0.
     raise MissingInputError(f"{path}: not a folder of JPEGs, a build-shards folder or a manifest .parquet")
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """A folder; a name we cannot stat (a symlink loop) is not, so it becomes an `unreadable` row."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def folder_units(folder: Path) -> list[ScanFile]:
     names = sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(JPEG_SUFFIXES)
-                   and not e.is_dir())
+                   and not _is_folder(e))
     if not names:
         raise UsageError(f"{folder}: no .jpg / .jpeg file in it")
     return [ScanFile(Path(n).stem, str(folder / n)) for n in names]
