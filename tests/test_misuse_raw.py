@@ -71,7 +71,7 @@ def test_predict_gives_a_symlink_loop_its_unreadable_row(odd_raw, trained, tmp_p
                  "--workers", "0", "--device", "cpu")
     assert result.exit_code == 0, result.output
     rows = {r["id"]: r for r in pq.read_table(out / "predictions.parquet").to_pylist()}
-    assert rows["N9999999"]["status"] == "unreadable" and rows["N9999999"]["gun"] is None
+    assert rows["N9999999"]["status"] == "unreadable" and rows["N9999999"]["score_gun"] is None
     assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1
 
 
