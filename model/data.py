@@ -34,6 +34,7 @@ from PIL import Image
 
 from model import epochs
 from pipeline.atomic import read_json
+from pipeline.distribute import die_with_parent
 from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.hashing import stable_hash
 
@@ -258,6 +259,7 @@ class CpuLoader:
             collate_fn=None if planned else collate,
             pin_memory=self.cfg.device.startswith("cuda"),
             prefetch_factor=4 if self.workers else None,
+            worker_init_fn=functools.partial(die_with_parent, os.getpid()),
         )
         return (b.to(self.cfg.device) for b in loader)
 

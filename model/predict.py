@@ -14,6 +14,7 @@ Row order: the input's (files sorted by name, manifest rows in order); for shard
 take turns in (deterministic for the same --workers).
 """
 
+import functools
 import heapq
 import itertools
 import os
@@ -31,6 +32,7 @@ from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sampl
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
 from pipeline.atomic import writes_folder
 from pipeline.classes import CLASSES
+from pipeline.distribute import die_with_parent
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes
@@ -269,7 +271,8 @@ def predict_scans(units: list, total: int, scorer, size: int, out: str | Path, *
     block = batch_size if units and isinstance(units[0], ScanFile) else 1
     loader = torch.utils.data.DataLoader(ScanStream(units, size, block), batch_size=batch_size,
                                          num_workers=workers, collate_fn=collate_scans,
-                                         prefetch_factor=4 if workers else None)
+                                         prefetch_factor=4 if workers else None,
+                                         worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     results, top = PredictionWriter(out / "predictions.parquet", thresholds), TopScans(cams)
     start = time.perf_counter()
     with (atomic_path(results.path) as tmp, pq.ParquetWriter(tmp, results.schema) as writer,
