@@ -136,7 +136,8 @@ def split_entry(shards: dict, split: str) -> dict:
 
 def shard_done(shard_dir: Path, name: str, planned: dict, *, verify: bool = False) -> bool:
     """A shard is done when its stats marker matches the plan and its tar and index are complete (by
-    size; with verify, also by the tar's CRC-32, which reads it all: a shard damaged in place is rewritten)."""
+    size; with verify, also by the tar's CRC-32, which reads it all: a shard damaged in place is
+    rewritten)."""
     stats_path, tar_path = shard_dir / f"{name}.stats.json", shard_dir / f"{name}.tar"
     if not (stats_path.exists() and tar_path.exists() and (shard_dir / f"{name}.idx").exists()):
         return False
