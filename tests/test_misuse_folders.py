@@ -118,3 +118,22 @@ def test_a_usage_error_leaves_no_folder_behind(tmp_path):
     result = run(pipeline_cli, "ingest", "--raw", tmp_path, "--out", out, "--workers", "1")
     assert_clean(result, 2, "no JPEGImage/ folder")
     assert not out.exists()
+
+
+def test_a_shard_garbled_in_place_is_found_and_rewritten_with_verify(built, tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "manifest.parquet").write_bytes((built / "manifests" / "manifest.parquet").read_bytes())
+    args = ("build-shards", "--ratio", "10", "--manifests", manifests, "--out", tmp_path / "shards",
+            "--shard-size", "40", "--workers", "1")
+    assert run(pipeline_cli, *args).exit_code == 0
+    tar = sorted((tmp_path / "shards" / "sixray10").glob("*.tar"))[0]
+    good = tar.read_bytes()
+    garbled = bytearray(good)
+    garbled[len(good) // 2] ^= 0xFF  # same size, one byte flipped
+    tar.write_bytes(bytes(garbled))
+    assert "0 written" in run(pipeline_cli, *args).output  # by size alone the shard looks done
+    assert tar.read_bytes() != good
+    result = run(pipeline_cli, *args, "--verify")
+    assert result.exit_code == 0 and "1 written" in result.output, result.output
+    assert tar.read_bytes() == good
