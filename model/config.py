@@ -141,7 +141,7 @@ class TrainConfig:
             _require(value >= 1, flag, value, "must be at least 1")
         _require(self.crop <= self.resize, "--crop", self.crop,
                  f"must not exceed --resize {self.resize} (the crop is cut from the resized image)")
-        _require(self.lr > 0, "--lr", self.lr, "must be positive")
+        _require(self.lr >= 0, "--lr", self.lr, "must not be negative")
         _require(0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)")
         _require(self.weight_decay >= 0, "--weight-decay", self.weight_decay, "must not be negative")
         _require(all(s >= 1 for s in self.lr_steps), "--lr-steps", ",".join(map(str, self.lr_steps)),

@@ -68,7 +68,7 @@ def writing(folder, command: str, ours: tuple[str, ...] = ()):
         yield folder
         return
     _check_ours(folder, command, ours)
-    created = not folder.exists()
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     fd = _lock(folder, command)
     _LOCKED.add(key)
@@ -80,7 +80,9 @@ def writing(folder, command: str, ours: tuple[str, ...] = ()):
         if created and set(os.listdir(folder)) <= {OWNER_MARK, WRITER_LOCK}:
             for name in (OWNER_MARK, WRITER_LOCK):
                 (folder / name).unlink(missing_ok=True)
-            folder.rmdir()
+            for made in created:
+                with contextlib.suppress(OSError):  # not empty: something else was written there
+                    made.rmdir()
         raise
     finally:
         _LOCKED.discard(key)

@@ -10,7 +10,6 @@ from pipeline.cli import main as pipeline_cli
 TRAIN_CASES = [
     (["--batch-size", "0"], "--batch-size 0"),
     (["--lr", "-1"], "--lr -1"),
-    (["--lr", "0"], "--lr 0"),
     (["--crop", "100", "--resize", "72"], "--crop 100: must not exceed --resize 72"),
     (["--lr-steps", "abc"], "--lr-steps 'abc'"),
     (["--lr-steps", "0,5"], "--lr-steps 0,5"),
