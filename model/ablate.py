@@ -18,7 +18,7 @@ from pathlib import Path
 
 from model.config import TrainConfig
 from model.inference import FUSED
-from pipeline.atomic import atomic_path, write_bytes
+from pipeline.atomic import atomic_path, write_bytes, writes_folder
 
 TABLE4_ORDER = ("baseline", "h", "ch", "hr", "chr")
 """The rows of the paper's Table 4, top to bottom."""
@@ -71,6 +71,7 @@ def run_variant(shards: str, variant: str, seeds: int, epsilons: list[float], ba
             "pointing": [percent(s["pointing"][key]["mean"]) for s in runs]}
 
 
+@writes_folder("out", "model ablate", ours=("table4.md",))
 def run_ablation(shards: list[str], variants: list[str], seeds: int, epsilons: list[float],
                  base: TrainConfig, out: str | Path) -> list[Path]:
     """Every variant on every subset; writes and returns [table4.md, table4.csv, table4.png]."""

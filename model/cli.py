@@ -20,7 +20,7 @@ from model.config import (
     ModelConfig,
     TrainConfig,
 )
-from pipeline.errors import Commands
+from pipeline.errors import Commands, UsageError
 
 
 @click.group(cls=Commands)
@@ -97,9 +97,29 @@ RECIPE = _options(
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
 
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    """A comma-separated list of integers ("20" or "6,8"; empty: none)."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: comma-separated whole numbers expected, e.g. 20,27") from None
+
+
+def parse_epsilons(text: str) -> list[float]:
+    """--epsilons: comma-separated probability thresholds, each in [0, 1)."""
+    try:
+        values = [float(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 <= e < 1 for e in values):
+        raise UsageError(f"--epsilons {text!r}: comma-separated thresholds in [0, 1) expected, "
+                         "e.g. 0,0.01,0.1")
+    return values
+
+
 def recipe(ctx: click.Context, kw: dict) -> tuple[dict, dict]:
     """(ModelConfig fields, TrainConfig fields) from the flags, the preset filling the untyped ones."""
-    kw = {**kw, "lr_steps": tuple(int(s) for s in kw["lr_steps"].split(",") if s.strip())}
+    kw = {**kw, "lr_steps": parse_ints(kw["lr_steps"], "--lr-steps")}
     preset = dict(PRESETS.get(kw.pop("preset"), {}))
     if "global_batch" in preset:  # the authors' batch is over all their GPUs: split it over the ranks
         preset["batch_size"] = max(1, preset.pop("global_batch") // int(os.environ.get("WORLD_SIZE", 1)))
@@ -135,16 +155,18 @@ def train_command(ctx, resume, **kw):
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", default=None, help="report folder (default: <checkpoint folder>/eval)")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--loader", type=click.Choice(["cpu", "dali"]), default="cpu", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--test-size", type=int, default=None, help="input side (default: the checkpoint's)")
+@click.option("--test-size", type=click.IntRange(min=1), default=None,
+              help="input side (default: the checkpoint's)")
 @click.option("--pointing-fuse", type=click.Choice(POINTING_FUSE), default=None,
               help="the fused CAM's peak: max across scales or of their mean (default: the checkpoint's)")
-@click.option("--pointing-tolerance", type=float, default=None,
+@click.option("--pointing-tolerance", type=click.FloatRange(min=0), default=None,
               help="also count a peak within this many pixels of a box as a hit (default: the checkpoint's)")
-@click.option("--overlays", type=int, default=6, show_default=True, help="CAM overlay PNGs to write")
+@click.option("--overlays", type=click.IntRange(min=0), default=6, show_default=True,
+              help="CAM overlay PNGs to write")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON instead of tables")
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="per class, the alarm threshold reaching this recall on the val split (thresholds.json)")
@@ -173,7 +195,8 @@ def eval_command(checkpoint, out, as_json, **kw):
 @click.option("--backbone", type=click.Choice(list(BACKBONES)), default="resnet34", show_default=True,
               help="the paper's Table 4 uses ResNet34")
 @click.option("--variants", default=",".join(VARIANTS), show_default=True, help="comma-separated")
-@click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1 per variant and subset")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="seeds 0..N-1 per variant and subset")
 @click.option("--epsilons", default=None,
               help="comma-separated; several: the ch/chr runs try each and keep the best on --select-on "
                    "(default: --epsilon alone)")
@@ -186,7 +209,7 @@ def ablate_command(ctx, shard_dirs, out, variants, seeds, epsilons, **kw):
 
     model, rest = recipe(ctx, kw)
     base = TrainConfig(model=ModelConfig(**model), **rest)
-    eps = [float(e) for e in epsilons.split(",")] if epsilons else [base.model.epsilon]
+    eps = parse_epsilons(epsilons) if epsilons else [base.model.epsilon]
     names = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -211,10 +234,11 @@ def ablate_command(ctx, shard_dirs, out, variants, seeds, epsilons, **kw):
               help="shards and manifests only: which split to score")
 @click.option("--raw", type=click.Path(exists=True, file_okay=False), default=None,
               help="a manifest's raw root (default: the one the manifest records)")
-@click.option("--cams", type=int, default=0, show_default=True,
+@click.option("--cams", type=click.IntRange(min=0), default=0, show_default=True,
               help="heatmap overlays for the N highest-scoring scans")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=None, help="decoding processes (default: every core)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="decoding processes (default: every core)")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (torch only)")
 @click.option("--trust-checkpoint", is_flag=True,
               help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")

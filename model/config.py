@@ -45,6 +45,12 @@ def _check(name: str, value, valid: tuple) -> None:
         raise UsageError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
+def _require(ok: bool, flag: str, value, rule: str) -> None:
+    """One flag's value against its rule, before any work: the error names the flag as the user types it."""
+    if not ok:
+        raise UsageError(f"{flag} {value}: {rule}")
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "resnet101"  # the official code's backbone
@@ -64,6 +70,10 @@ class ModelConfig:
         _check("refinement", self.refinement, REFINEMENTS)
         _check("loss rule", self.loss_rule, LOSS_RULES)
         _check("loss normalisation", self.loss_normalisation, NORMALISATIONS)
+        _require(0 <= self.epsilon < 1, "--epsilon", self.epsilon, "a probability threshold in [0, 1)")
+        _require(self.num_classes >= 1, "num_classes", self.num_classes, "at least one class")
+        _require(self.refine_channels is None or self.refine_channels >= 1, "--refine-channels",
+                 self.refine_channels, "at least 1")
 
     @property
     def multi_stage(self) -> bool:
@@ -118,9 +128,33 @@ class TrainConfig:
         _check("select-by output", self.select_by, SELECT_BY)
         _check("pointing fuse rule", self.pointing_fuse, POINTING_FUSE)
         resize, crop, test_size = input_sizes(self.model.backbone)
-        self.resize = self.resize or resize
-        self.crop = self.crop or crop
-        self.test_size = self.test_size or test_size
+        self.resize = resize if self.resize is None else self.resize
+        self.crop = crop if self.crop is None else self.crop
+        self.test_size = test_size if self.test_size is None else self.test_size
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Every value and relation between flags, so that a bad one stops the command before it writes."""
+        at_least_one = [("--epochs", self.epochs), ("--batch-size", self.batch_size),
+                        ("--resize", self.resize), ("--crop", self.crop), ("--test-size", self.test_size)]
+        for flag, value in at_least_one:
+            _require(value >= 1, flag, value, "must be at least 1")
+        _require(self.crop <= self.resize, "--crop", self.crop,
+                 f"must not exceed --resize {self.resize} (the crop is cut from the resized image)")
+        _require(self.lr >= 0, "--lr", self.lr, "must not be negative")
+        _require(0 <= self.momentum < 1, "--momentum", self.momentum, "must be in [0, 1)")
+        _require(self.weight_decay >= 0, "--weight-decay", self.weight_decay, "must not be negative")
+        _require(all(s >= 1 for s in self.lr_steps), "--lr-steps", ",".join(map(str, self.lr_steps)),
+                 "epochs are counted from 1")
+        _require(self.workers >= 0, "--workers", self.workers, "must not be negative")
+        _require(0 < self.val_fraction < 1, "--val-fraction", self.val_fraction,
+                 "a share of the train split, strictly between 0 and 1")
+        _require(self.pointing_tolerance >= 0, "--pointing-tolerance", self.pointing_tolerance,
+                 "pixels, must not be negative")
+        _require(self.negatives_per_positive is None or self.negatives_per_positive >= 0,
+                 "--negatives-per-positive", self.negatives_per_positive, "must not be negative")
+        _require(0 <= self.repeat_threshold <= 1, "--repeat-threshold", self.repeat_threshold,
+                 "a share of the train positives, in [0, 1]")
 
     @property
     def held_out(self) -> float:

@@ -33,6 +33,8 @@ import webdataset as wds
 from PIL import Image
 
 from model import epochs
+from pipeline.atomic import read_json
+from pipeline.distribute import die_with_parent
 from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.hashing import stable_hash
 
@@ -85,8 +87,12 @@ def split_info(shards, split: str, val_fraction: float = 0.0) -> dict:
     path = Path(shards) / "_info.json"
     if not path.exists():
         raise MissingInputError(f"{path}: missing; run (or finish) `pipeline build-shards`")
-    info = json.loads(path.read_text())
-    entry = info["test" if split == "test" else "train"]
+    info = read_json(path, "the shard folder's summary, written by `pipeline build-shards`")
+    missing = [k for k in ("train", "test", "classes", "ratio") if k not in info]
+    entry = info.get("test" if split == "test" else "train")
+    if missing or not isinstance(entry, dict) or not {"shards", "counts"} <= entry.keys():
+        raise DataError(f"{path}: no {', '.join(missing) or 'shards or counts'} in it: not a `pipeline "
+                        "build-shards` summary (or damaged); run build-shards again into a new --out")
     counts = entry["counts"]
     if split != "test":
         held = held_out_counts(str(shards), tuple(entry["shards"]), val_fraction)
@@ -247,6 +253,7 @@ class CpuLoader:
             collate_fn=None if planned else collate,
             pin_memory=self.cfg.device.startswith("cuda"),
             prefetch_factor=4 if self.workers else None,
+            worker_init_fn=functools.partial(die_with_parent, os.getpid()),
         )
         return (b.to(self.cfg.device) for b in loader)
 

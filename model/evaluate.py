@@ -30,7 +30,7 @@ from model.inference import (
     val_thresholds,
 )
 from model.metrics import box_class, mean_ap
-from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet, writes_folder
 from pipeline.classes import CLASSES
 
 
@@ -192,6 +192,7 @@ def save_figure(fig, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
+@writes_folder("out", "model eval", ours=("metrics.json",))
 def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | Path | None = None, *,
                         batch_size: int = 32, workers: int = 2, loader: str = "cpu", device: str = "auto",
                         test_size: int | None = None, pointing_fuse: str | None = None,

@@ -19,6 +19,7 @@ from model.chr import STAGE_NAMES, build_model
 from model.config import TrainConfig, train_config_from_dict
 from model.metrics import class_separation, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
 from pipeline.classes import CLASSES
+from pipeline.errors import UsageError
 
 FUSED = "fused"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -30,9 +31,20 @@ def output_names(n_stages: int) -> list[str]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for --device (auto: a CUDA GPU if there is one), checked before any work."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    return device
 
 
 def load_model(checkpoint: str | Path, device: torch.device, *, trust: bool = False

@@ -14,6 +14,7 @@ Row order: the input's (files sorted by name, manifest rows in order); for shard
 take turns in (deterministic for the same --workers).
 """
 
+import functools
 import heapq
 import itertools
 import os
@@ -29,8 +30,11 @@ import torch
 from model.alarms import alarms, checkpoint_thresholds, read_thresholds
 from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sample_filter, split_info
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
+from pipeline.atomic import writes_folder
 from pipeline.classes import CLASSES
+from pipeline.distribute import die_with_parent
 from pipeline.errors import MissingInputError, UsageError
+from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes
 
 SPLITS = ("all", "train", "val", "test")
@@ -71,9 +75,17 @@ def scan_units(path: str | Path, *, split: str = "all", val_fraction: float = 0.
     raise MissingInputError(f"{path}: not a folder of JPEGs, a build-shards folder or a manifest .parquet")
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """A folder; a name we cannot stat (a symlink loop) is not, so it becomes an `unreadable` row."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def folder_units(folder: Path) -> list[ScanFile]:
     names = sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(JPEG_SUFFIXES)
-                   and not e.is_dir())
+                   and not _is_folder(e))
     if not names:
         raise UsageError(f"{folder}: no .jpg / .jpeg file in it")
     return [ScanFile(Path(n).stem, str(folder / n)) for n in names]
@@ -97,6 +109,7 @@ def manifest_units(manifest: Path, split: str, val_fraction: float, raw) -> list
     from model.data import in_validation
     from pipeline.shards import manifest_raw_root
 
+    check_manifest(manifest)
     root = Path(raw) if raw else manifest_raw_root(manifest)
     table = pq.read_table(manifest, columns=["id", "path", "split"]).to_pydict()
     rows = zip(table["id"], table["path"], table["split"], strict=True)
@@ -244,6 +257,7 @@ class PredictionWriter:
             writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
 
 
+@writes_folder("out", "model predict", ours=("predictions.parquet",))
 def predict_scans(units: list, total: int, scorer, size: int, out: str | Path, *, thresholds: dict | None,
                   batch_size: int = 32, workers: int | None = None, cams: int = 0) -> dict:
     """Score every scan of `units` into <out>/predictions.parquet (and cam_*.png for the `cams` highest);
@@ -257,7 +271,8 @@ def predict_scans(units: list, total: int, scorer, size: int, out: str | Path, *
     block = batch_size if units and isinstance(units[0], ScanFile) else 1
     loader = torch.utils.data.DataLoader(ScanStream(units, size, block), batch_size=batch_size,
                                          num_workers=workers, collate_fn=collate_scans,
-                                         prefetch_factor=4 if workers else None)
+                                         prefetch_factor=4 if workers else None,
+                                         worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     results, top = PredictionWriter(out / "predictions.parquet", thresholds), TopScans(cams)
     start = time.perf_counter()
     with (atomic_path(results.path) as tmp, pq.ParquetWriter(tmp, results.schema) as writer,

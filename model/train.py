@@ -31,7 +31,7 @@ from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
 from model.inference import FUSED, gather, predict, progress_bar, resolve_device, summarise, val_thresholds
 from model.loss import chr_loss
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, write_json, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError, UsageError
 
@@ -76,6 +76,8 @@ def selection_score(summary: dict, output: str = FUSED) -> float:
     return summary["map"][output] or 0.0
 
 
+@writes_folder(lambda a: a["cfg"].out if int(os.environ.get("RANK", 0)) == 0 else None, "model train",
+               ours=("last.pt",))
 def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     """Train for cfg.epochs (continuing from <out>/last.pt when resume), pick the best epoch on
     cfg.select_on, and return that epoch's test summary (Tables 2-3, also in <out>/test.json).
@@ -114,6 +116,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     net = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    check_selection_split(data, cfg)  # reads the shards' summary: a bad one stops us before we write
     if rank == 0:
         write_json(out / "config.json", to_dict(cfg))
 
@@ -122,7 +125,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
                              negatives_per_positive=cfg.negatives_per_positive,
                              repeat_threshold=cfg.repeat_threshold, device=str(device),
                              val_fraction=cfg.held_out)
-    check_selection_split(data, cfg)
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)

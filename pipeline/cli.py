@@ -167,8 +167,10 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
               multiple=True, help="Leave out the rows of this source (repeatable); tip: no TIP scans.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
 @click.option("--scheduler", help="Dask scheduler address: run the shard tasks on that cluster.")
+@click.option("--verify", is_flag=True,
+              help="Check every finished shard's CRC-32 (reads them all) and rewrite a damaged one.")
 def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_size, shard_bytes,
-                         positives_per_class, exclude_sources, workers, scheduler):
+                         positives_per_class, exclude_sources, workers, scheduler, verify):
     """Write manifests/sixray<N>.parquet and shards/sixray<N>/ (tar + DALI index + stats); resumable."""
     import json
     from pathlib import Path
@@ -178,7 +180,8 @@ def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_s
     result = build_shards(Path(manifests), Path(out), int(ratio), raw=raw and Path(raw),
                           split_source=split_source, seed=seed, shard_size=shard_size,
                           shard_bytes=shard_bytes, positives_per_class=positives_per_class,
-                          exclude_sources=exclude_sources, workers=workers, scheduler=scheduler)
+                          exclude_sources=exclude_sources, workers=workers, scheduler=scheduler,
+                          verify=verify)
     click.echo(f"sixray{ratio}: {result['shards']} shards ({result['written']} written, "
                f"{result['skipped']} already done)")
     for split in ("train", "test"):

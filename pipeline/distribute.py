@@ -6,8 +6,10 @@ with a progress bar; resuming is the stage's job (it leaves finished tasks out o
 come from a generator: the local pool takes them as it goes, so a stage never holds them all.
 """
 
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import chain, islice
@@ -59,14 +61,29 @@ def _execute(fn, tasks, workers, scheduler):
         yield from _pool(fn, chain(head, tasks), min(workers, len(head)))
 
 
-def _quiet_on_ctrl_c() -> None:
-    """In a worker: Ctrl-C (SIGINT, sent to the whole process group) ends it at once and silently; the
-    parent reports the interruption once. Its unfinished output is a temp file the next run deletes."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int, *_) -> None:
+    """In a worker process (a pool's initializer, a DataLoader's worker_init_fn): the kernel kills it when
+    its parent dies, even by SIGKILL as the OOM killer sends, so no orphan goes on working or holding the
+    output's writer lock. Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+
+def _worker_start(parent: int) -> None:
+    """In a worker: it dies with its parent, and Ctrl-C (SIGINT, sent to the whole process group) ends it
+    at once and silently; the parent reports the interruption once. Its unfinished output is a temp file
+    the next run deletes."""
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _pool(fn, tasks: Iterator, workers: int):
-    with ProcessPoolExecutor(max_workers=workers, initializer=_quiet_on_ctrl_c) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_start, initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(fn, t) for t in islice(tasks, IN_FLIGHT * workers)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

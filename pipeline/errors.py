@@ -63,7 +63,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, SixrayError):
         return exc.exit_code, message_of(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "interrupted; finished work is kept: rerun the same command to resume"
+        return EXIT_INTERRUPTED, ("interrupted; finished work is kept: rerun the same command to resume "
+                                  "(`model train` with --resume added)")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
         return EXIT_DATA, f"disk full{where}; nothing finished was lost: free space and rerun to resume"
@@ -77,8 +78,29 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return EXIT_DATA, "a worker process died (killed, or out of memory?); rerun to resume"
     if isinstance(exc, OSError):
         return EXIT_DATA, str(exc)
+    foreign = _foreign_library_error(exc)
+    if foreign:
+        return foreign
     return EXIT_BUG, (f"internal error ({type(exc).__name__}: {exc}); this is a bug: rerun with --debug "
                       "and report the traceback")
+
+
+def _foreign_library_error(exc: BaseException) -> tuple[int, str] | None:
+    """duckdb's and Arrow's read errors, and text that does not decode, as our kinds: a read-only or
+    unwritable folder is a usage error (2), a file that is not what it should be a data error (1). Their
+    messages run over several lines; the first says what happened."""
+    kind = f"{type(exc).__module__}.{type(exc).__name__}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if kind.startswith("_duckdb.") or kind.startswith("duckdb."):
+        if "Permission denied" in str(exc) or "Read-only file system" in str(exc):
+            return EXIT_USAGE, f"permission denied ({first})"
+        if kind.endswith(("IOException", "InvalidInputException", "ConversionException", "BinderException")):
+            return EXIT_DATA, f"a file is not what it should be ({first})"
+    if kind.startswith("pyarrow.") and isinstance(exc, (ValueError, OSError)):
+        return EXIT_DATA, f"not a readable Parquet file ({first})"
+    if isinstance(exc, UnicodeError):
+        return EXIT_DATA, f"text that is not valid UTF-8 ({first})"
+    return None
 
 
 def debug_requested(ctx: click.Context) -> bool:
@@ -86,17 +108,40 @@ def debug_requested(ctx: click.Context) -> bool:
 
 
 def _remember_debug(ctx: click.Context, _param, value: bool) -> None:
-    ctx.meta["debug"] = value
+    if value:  # the subcommand's own --debug (default off) must not switch off the group's
+        ctx.meta["debug"] = True
+
+
+def _debug_option() -> click.Option:
+    return click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember_debug,
+                        help=f"Show the traceback of an error (or set {DEBUG_ENV}=1).")
 
 
 class Commands(click.Group):
-    """A click group whose commands end any error with one line on stderr and a documented exit code."""
+    """A click group whose commands end any error, click's own usage errors included, with one line on
+    stderr and a documented exit code; --debug goes before or after the subcommand."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
-                                        callback=_remember_debug,
-                                        help=f"Show the traceback of an error (or set {DEBUG_ENV}=1)."))
+        self.params.append(_debug_option())
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(_debug_option())
+        super().add_command(cmd, name)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:  # a bad flag, an unknown command: no usage block
+            click.echo(f"error: {exc.format_message()} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo(f"error: {describe(KeyboardInterrupt())[1]}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, writes_folder
 from pipeline.classes import ALL_CLASSES
 from pipeline.errors import DataError, MissingInputError, UsageError
+from pipeline.schema import SUBSET_SCHEMA, check_manifest
 from pipeline.shards import manifest_raw_root
 from pipeline.subsets import RATIOS, SPLITS
 
@@ -39,6 +40,7 @@ DECIMALS = 3
 COMPACT = (",", ":")
 
 
+@writes_folder("out", "pipeline export")  # no legacy: an old export looks like anyone's dataset
 def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=None,
                   batch_rows: int = BATCH_ROWS) -> dict:
     """Export `<manifests>/<subset>.parquet` to `out` as `fmt` (coco | yolo); return per split the images,
@@ -51,12 +53,12 @@ def export_subset(manifests, out, fmt: str, subset: str = "sixray10", *, raw=Non
     if not source.exists():
         raise MissingInputError(f"{source}: no subset manifest; run `pipeline build-shards --ratio "
                                 f"{subset.removeprefix('sixray')}` first")
+    check_manifest(source, SUBSET_SCHEMA)
     raw_root = Path(raw).resolve() if raw else manifest_raw_root(source)
     if fmt == "yolo" and not raw_root.is_dir():
         raise UsageError(f"{raw_root}: raw root of {source} is not a folder; pass --raw DIR "
                                 "(the YOLO lists hold absolute image paths)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     work = out / f".export-tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

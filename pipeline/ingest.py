@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
@@ -55,8 +55,8 @@ FORMAT = 3
 holds it, so nothing an older version wrote is reused."""
 CHANGES = ("added", "changed", "removed", "unchanged", "validated")
 
-STATUS_PRIORITY = ("no_image", "duplicate_id", "empty", "not_jpeg", "too_large", "corrupt", "truncated",
-                   "no_label", "bad_label_row", "label_conflict", "unknown_class", "bad_xml")
+STATUS_PRIORITY = ("no_image", "duplicate_id", "unreadable", "empty", "not_jpeg", "too_large", "corrupt",
+                   "truncated", "no_label", "bad_label_row", "label_conflict", "unknown_class", "bad_xml")
 """A row with several problems gets the first as its status (the error lists them all): a missing or
 unreadable image outranks label trouble, which outranks annotation trouble."""
 
@@ -97,11 +97,20 @@ def _scan(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     calls, split and filtered by numpy (a Python call per name would cost more than the listing)."""
     with os.scandir(os.fsencode(folder)) as entries:
         while batch := list(islice(entries, SCAN_BATCH)):
-            names = np.array([e.name for e in batch if e.is_file()], dtype=bytes)
+            names = np.array([e.name for e in batch if _listed_as_file(e)], dtype=bytes)
             if len(names):
                 ids, _, suffixes = np.char.rpartition(names, b".").T
                 keep = (ids != b"") & np.isin(np.char.lower(suffixes), IMAGE_SUFFIXES)
                 yield names[keep], ids[keep]
+
+
+def _listed_as_file(entry: os.DirEntry) -> bool:
+    """A file, or a name we cannot stat (a symlink loop, a dangling link's target without permission):
+    listed, so that validation gives it a status row instead of the listing crashing."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
 
 
 def list_annotations(raw: Path) -> dict[str, str]:
@@ -109,7 +118,8 @@ def list_annotations(raw: Path) -> dict[str, str]:
     folder = Path(raw) / ANNOTATION_DIR
     if not folder.is_dir():
         return {}
-    names = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".xml"))
+    names = sorted(e.name for e in os.scandir(folder)
+                   if e.name.lower().endswith(".xml") and _listed_as_file(e))
     found: dict[str, str] = {}
     for name in names:
         found.setdefault(name[:-4], name)
@@ -150,7 +160,7 @@ def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[Entr
     try:
         entries = []
         for i, group in _group_by_id(files):
-            image = os.stat(group[0], dir_fd=folder)
+            image = _stat(group[0], folder)
             xml = xmls.get(i)
             entries.append(Entry(i, group, image.st_size, image.st_mtime_ns, xml, _xml_stat(raw, xml)))
         return entries
@@ -158,10 +168,21 @@ def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[Entr
         os.close(folder)
 
 
+def _stat(name: str, folder: int) -> os.stat_result:
+    """The file's stat, or the link's own where the target cannot be reached (validation then says why)."""
+    try:
+        return os.stat(name, dir_fd=folder)
+    except OSError:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
+
+
 def _xml_stat(raw: Path, xml: str | None) -> list[int] | None:
     if xml is None:
         return None
-    stat = os.stat(raw / ANNOTATION_DIR / xml)
+    try:
+        stat = os.stat(raw / ANNOTATION_DIR / xml)
+    except OSError:
+        stat = os.stat(raw / ANNOTATION_DIR / xml, follow_symlinks=False)
     return [stat.st_size, stat.st_mtime_ns]
 
 
@@ -414,6 +435,7 @@ def folder_source(raw: Path) -> str:
     return "synth" if (Path(raw) / ".synth" / "params.json").exists() else "real"
 
 
+@writes_folder("out_dir", "pipeline ingest", ours=("manifest.parquet", "_ingest"))
 def ingest(raw, out_dir, *, seed: int = 0, workers: int | None = None, scheduler=None,
            chunk_size: int = 10_000, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Ingest `raw` into `out_dir/manifest.parquet` and `manifest.summary.json`; return the summary, the

@@ -12,6 +12,7 @@ chunk tasks parse them next to the image they belong to.
 
 import csv
 import json
+import math
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -318,8 +319,10 @@ def read_annotation(path: Path, raw: Path) -> tuple[list[dict], list[dict]]:
     rel = Path(path).relative_to(raw).as_posix()
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError, UnicodeError) as exc:  # LookupError: unknown encoding
         return [], [{"status": "bad_xml", "error": f"{rel}: malformed XML ({exc})"}]
+    except OSError as exc:
+        return [], [{"status": "bad_xml", "error": f"{rel}: cannot read it ({exc.strerror})"}]
     boxes, problems = [], []
     for obj in root.iter("object"):
         name, bndbox = (obj.findtext("name") or "").strip(), obj.find("bndbox")
@@ -334,6 +337,9 @@ def read_annotation(path: Path, raw: Path) -> tuple[list[dict], list[dict]]:
         except (TypeError, ValueError):
             error = f"{rel}: {name} box has a missing or bad coordinate"
             problems.append({"status": "bad_xml", "error": error})
+            continue
+        if not all(map(math.isfinite, coords.values())):  # nan, inf: never into a manifest, COCO or YOLO
+            problems.append({"status": "bad_xml", "error": f"{rel}: {name} box has a non-finite coordinate"})
             continue
         boxes.append({"cls": cls, **coords})
     return boxes, problems

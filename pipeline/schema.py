@@ -42,6 +42,7 @@ position in that shard's (deterministically shuffled) order."""
 STATUSES = {
     "ok": "usable",
     "no_boxes": "usable for classification; positive without box annotation (missing or empty XML)",
+    "unreadable": "the file cannot be opened or read (a symlink loop, no permission, an I/O error)",
     "empty": "zero-byte image file",
     "not_jpeg": "content is not a JPEG",
     "corrupt": "the JPEG decoder failed",
@@ -86,7 +87,13 @@ def check_manifest(path, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
         found = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"{path}: not a readable Parquet manifest ({exc})") from exc
-    version = int((found.metadata or {}).get(b"sixray_schema", b"0"))
+    if b"sixray_schema" not in (found.metadata or {}) and "id" not in found.names:
+        raise DataError(f"{path}: a Parquet file, but not a manifest of this tool (no id column, no "
+                        "sixray_schema metadata); `pipeline ingest` and `build-shards` write manifests")
+    try:
+        version = int((found.metadata or {}).get(b"sixray_schema", b"0"))
+    except ValueError:
+        raise DataError(f"{path}: its sixray_schema metadata is not a number: damaged manifest") from None
     if version > SCHEMA_VERSION:
         raise UsageError(f"{path}: written by a newer sixray-tools (manifest schema {version}; this one "
                          f"reads up to {SCHEMA_VERSION}): upgrade, or rerun `pipeline ingest` with this one")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_bytes, write_json
+from pipeline.atomic import atomic_path, write_bytes, write_json, writes_folder
 from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import DataError, MissingInputError, UsageError
@@ -39,6 +39,7 @@ class ShardTask:
     ids_md5: str
 
 
+@writes_folder("out", "pipeline build-shards", ours=("sixray10", "sixray100", "sixray1000"))
 def build_shards(
     manifests: Path,
     out: Path,
@@ -53,6 +54,7 @@ def build_shards(
     exclude_sources: tuple[str, ...] = (),
     workers: int | None = None,
     scheduler=None,
+    verify: bool = False,
 ) -> dict:
     """Write manifests/sixray<ratio>.parquet and the shards of that subset; skip shards already done.
     exclude_sources: leave out rows of these sources (e.g. ('tip',): the subset without TIP scans)."""
@@ -76,7 +78,7 @@ def build_shards(
     tasks = [
         ShardTask(str(subset), str(shard_dir), name, str(raw_root), s["count"], s["ids_md5"])
         for name, s in shards.items()
-        if not shard_done(shard_dir, name, s)
+        if not shard_done(shard_dir, name, s, verify=verify)
     ]
     results = list(
         run_tasks(
@@ -132,17 +134,31 @@ def split_entry(shards: dict, split: str) -> dict:
     return {"shards": [f"{n}.tar" for n in names], "counts": counts, "count": sum(counts)}
 
 
-def shard_done(shard_dir: Path, name: str, planned: dict) -> bool:
-    """A shard is done when its stats marker matches the plan and its tar and index are complete."""
+def shard_done(shard_dir: Path, name: str, planned: dict, *, verify: bool = False) -> bool:
+    """A shard is done when its stats marker matches the plan and its tar and index are complete (by
+    size; with verify, also by the tar's CRC-32, which reads it all: a shard damaged in place is
+    rewritten)."""
     stats_path, tar_path = shard_dir / f"{name}.stats.json", shard_dir / f"{name}.tar"
     if not (stats_path.exists() and tar_path.exists() and (shard_dir / f"{name}.idx").exists()):
         return False
-    stats = json.loads(stats_path.read_text())
-    return (stats.get("count"), stats.get("ids_md5"), stats.get("bytes")) == (
+    try:
+        stats = json.loads(stats_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # a damaged marker: the shard is written again
+    done = (stats.get("count"), stats.get("ids_md5"), stats.get("bytes")) == (
         planned["count"],
         planned["ids_md5"],
         tar_path.stat().st_size,
     )
+    return done and (not verify or stats.get("crc32") == f"{file_crc32(tar_path):08x}")
+
+
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(2**20):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def remove_stale(shard_dir: Path, shards: dict) -> None:

@@ -13,7 +13,7 @@ import duckdb
 
 from pipeline.classes import CLASSES
 from pipeline.errors import MissingInputError
-from pipeline.schema import USABLE_STATUSES, check_manifest
+from pipeline.schema import SUBSET_SCHEMA, USABLE_STATUSES, check_manifest
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
 LEAK_EXAMPLES = 3
@@ -34,6 +34,8 @@ def manifest_files(manifests_dir: Path) -> dict[str, Path]:
     check_manifest(main)
     subsets = sorted(manifests_dir.glob("sixray*.parquet"),
                      key=lambda p: (int(m[1]) if (m := re.fullmatch(r"sixray(\d+)", p.stem)) else 0, p.name))
+    for subset in subsets:
+        check_manifest(subset, SUBSET_SCHEMA)
     return {"manifest": main, **{p.stem: p for p in subsets}}
 
 

@@ -44,13 +44,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
+from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
 from pipeline.classes import ALL_CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key
 from pipeline.labels import read_annotation
-from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
+from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, TIP_PREFIX, USABLE_STATUSES, check_manifest
 from pipeline.xray import physics
 
 FORMAT = 1
@@ -232,6 +232,7 @@ def manifest_splits(manifests: Path, raw: Path, subset: Path | None = None) -> d
         if subset:
             raise MissingInputError(f"{path}: no subset manifest; run `pipeline build-shards` first")
         return None
+    check_manifest(path, SUBSET_SCHEMA if subset else MANIFEST_SCHEMA)
     meta = pq.read_schema(path).metadata or {}
     if meta.get(b"raw_root", b"").decode() != str(Path(raw).resolve()):
         return None
@@ -262,6 +263,8 @@ def list_boxed_scans(raw: Path, split: str, splits: dict | None,
 # ---------------------------------------------------------------- the stage
 
 
+@writes_folder(lambda a: Path(a["out"]) / (a["name"] or Path(a["raw"]).resolve().name), "pipeline threats",
+               ours=(".threats",))
 def build_threats(raw, out, *, name: str | None = None, split: str = "train", manifests="manifests",
                   subset=None, chunk_size: int = 200, workers: int | None = None, scheduler=None) -> dict:
     """Cut the boxed threats of `raw` into the collection `out/<name>/` (name: the raw folder's name);

@@ -55,8 +55,16 @@ def inspect_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
 
 
 def inspect_file(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    with open(path, "rb") as f:
-        return inspect_bytes(f.read(), max_pixels=max_pixels)
+    """inspect_bytes of a file; one that cannot be opened or read (a symlink loop, no permission, an I/O
+    error) is status `unreadable`, never an exception."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        facts = inspect_bytes(b"")
+        return {**facts, "bytes": None, "checksum": None, "status": "unreadable",
+                "error": f"cannot read it ({exc.strerror})"}
+    return inspect_bytes(data, max_pixels=max_pixels)
 
 
 def dhash(img: Image.Image) -> int:

@@ -24,8 +24,6 @@ from model.checkpoint import load_checkpoint
 from model.cli import main as model_cli
 from pipeline.cli import main as pipeline_cli
 from pipeline.ingest import ingest
-from pipeline.shards import build_shards
-from pipeline.xray.synth import synthesize
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
 
@@ -61,25 +59,6 @@ def tree_bytes(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------ fixtures: a small real dataset
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """synth -> ingest -> build-shards --ratio 10 by the stage functions: root/{raw,manifests,shards}."""
-    root = tmp_path_factory.mktemp("built")
-    synthesize(root / "raw", positives=30, negatives=90, size_factor=0.2, seed=2, chunk_size=100, workers=1)
-    ingest(root / "raw", root / "manifests", workers=1)
-    build_shards(root / "manifests", root / "shards", 10, shard_size=40, workers=1)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(built, tmp_path_factory) -> Path:
-    """A finished 1-epoch run of the tiny backbone: its folder."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    result = run(model_cli, "train", "--shards", built / "shards/sixray10", "--out", out, *TRAIN)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def copy_shards(built: Path, tmp_path: Path) -> Path:

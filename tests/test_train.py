@@ -145,7 +145,7 @@ def test_select_on_test_keeps_the_authors_behaviour(tmp_path):
 
 def test_an_empty_validation_split_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="holds out no train image.*--select-on test"):
-        train(config(tmp_path, val_fraction=0.0), data=FakeData())
+        train(config(tmp_path, val_fraction=0.01), data=fake_data)  # holds out none
 
 
 def test_random_start_of_an_imagenet_backbone_warns_loudly():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json
+from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, writes_folder
 from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.distribute import run_tasks
 from pipeline.errors import UsageError
@@ -249,6 +249,7 @@ def _write_subset(folder: Path, members: dict, labels, test: set) -> dict:
 # ---------------------------------------------------------------- the stage
 
 
+@writes_folder("out", "pipeline synth", ours=(".synth",))
 def synthesize(
     out,
     *,

@@ -1,0 +1,76 @@
+"""Misuse round 2, files: a manifest, subset or shard summary that is not what it should be (truncated,
+foreign, not JSON) is exit 1 with one `error:` line naming the file, before anything is written."""
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_misuse import assert_clean, run, tree_bytes
+
+from model.cli import main as model_cli
+from pipeline.cli import main as pipeline_cli
+
+
+def copy_manifests(built, tmp_path):
+    return shutil.copytree(built / "manifests", tmp_path / "manifests")
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def foreign(path):
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+
+
+@pytest.mark.parametrize("damage", [truncate, foreign], ids=["truncated", "foreign"])
+def test_a_bad_subset_manifest_is_named_by_stats_export_threats_and_predict(built, trained, tmp_path, damage):
+    manifests = copy_manifests(built, tmp_path)
+    subset = manifests / "sixray10.parquet"
+    damage(subset)
+    before = tree_bytes(manifests)
+    out = tmp_path / "out"
+    cases = [
+        (pipeline_cli, "stats", "--manifests", manifests),
+        (pipeline_cli, "export", "--format", "coco", "--subset", "sixray10", "--manifests", manifests,
+         "--out", out),
+        (pipeline_cli, "threats", "--raw", built / "raw", "--out", out, "--manifests", manifests,
+         "--subset", subset),
+        (model_cli, "predict", "--checkpoint", trained / "best.pt", "--input", subset, "--out", out,
+         "--device", "cpu", "--workers", "0"),
+    ]
+    for cli, *args in cases:
+        assert_clean(run(cli, *args), 1, str(subset))
+        assert not out.exists(), args[0]
+    assert tree_bytes(manifests) == before
+
+
+def test_a_foreign_parquet_as_the_manifest_is_not_called_an_old_version(built, tmp_path):
+    manifests = copy_manifests(built, tmp_path)
+    foreign(manifests / "manifest.parquet")
+    line = assert_clean(run(pipeline_cli, "stats", "--manifests", manifests), 1, "manifest.parquet",
+                        "not a manifest of this tool")
+    assert "older version" not in line
+
+
+@pytest.mark.parametrize("text", ["not json {", "{}", "[1, 2]", '{"train": {}, "test": {}}'])
+def test_a_damaged_shard_summary_is_named_by_train_and_eval(built, tmp_path, text):
+    shards = shutil.copytree(built / "shards/sixray10", tmp_path / "sixray10")
+    (shards / "_info.json").write_text(text)
+    out = tmp_path / "run"
+    result = run(model_cli, "train", "--shards", shards, "--out", out, "--backbone", "tiny", "--epochs", "1",
+                 "--resize", "48", "--crop", "40", "--test-size", "40", "--workers", "0", "--device", "cpu")
+    assert_clean(result, 1, str(shards / "_info.json"), "build-shards")
+    assert not out.exists()
+
+
+def test_a_json_file_given_as_a_subset_manifest(built, tmp_path):
+    manifests = copy_manifests(built, tmp_path)
+    bogus = tmp_path / "sixray1000.json"
+    bogus.write_text(json.dumps({"not": "parquet"}))
+    result = run(pipeline_cli, "threats", "--raw", built / "raw", "--out", tmp_path / "threats",
+                 "--manifests", manifests, "--subset", bogus)
+    assert_clean(result, 1, str(bogus), "not a readable Parquet")
+    assert not (tmp_path / "threats").exists()
