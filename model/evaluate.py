@@ -32,6 +32,7 @@ from model.inference import (
 from model.metrics import box_class, mean_ap
 from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet, writes_folder
 from pipeline.classes import CLASSES
+from pipeline.errors import UsageError
 
 
 def _pct(x) -> str:
@@ -227,6 +228,9 @@ def score_test_split(model, data, shards, lcfg, device, *, fuse: str, tolerance:
                      ) -> dict:
     """The test split's predictions with pointing counts, a bar on a terminal, else one line at the end."""
     total = data.split_info(shards, "test")["count"]
+    if total == 0:
+        raise UsageError(f"{shards}: its test split holds no image, so there is nothing to evaluate (a "
+                         "subset built from a manifest without usable positives?); check `pipeline stats`")
     start = time.perf_counter()
     with progress_bar(total=total, desc="eval", unit="img") as bar:
         live = not bar.disable  # read now: tqdm's close() sets disable

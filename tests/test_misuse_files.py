@@ -74,3 +74,15 @@ def test_a_json_file_given_as_a_subset_manifest(built, tmp_path):
                  "--manifests", manifests, "--subset", bogus)
     assert_clean(result, 1, str(bogus), "not a readable Parquet")
     assert not (tmp_path / "threats").exists()
+
+
+def test_eval_of_a_subset_with_an_empty_test_split_says_so(built, trained, tmp_path):
+    shards = shutil.copytree(built / "shards/sixray10", tmp_path / "sixray10")
+    info = json.loads((shards / "_info.json").read_text())
+    info["test"] = {"shards": [], "counts": [], "count": 0}
+    (shards / "_info.json").write_text(json.dumps(info))
+    out = tmp_path / "eval"
+    result = run(model_cli, "eval", "--checkpoint", trained / "best.pt", "--shards", shards, "--out", out,
+                 "--workers", "0", "--device", "cpu")
+    assert_clean(result, 2, str(shards), "nothing to evaluate")
+    assert not out.exists()
