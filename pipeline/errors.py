@@ -65,13 +65,15 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, ("interrupted; finished work is kept: rerun the same command to resume "
                                   "(`model train` with --resume added)")
+    if isinstance(exc, OSError) and isinstance(exc.filename, bytes):  # a path as text, never b'...'
+        exc.filename = os.fsdecode(exc.filename)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
         return EXIT_DATA, f"disk full{where}; nothing finished was lost: free space and rerun to resume"
     if isinstance(exc, PermissionError):
         return EXIT_USAGE, f"permission denied: {exc.filename or exc}"
     if isinstance(exc, FileNotFoundError):
-        return EXIT_USAGE, f"no such file or folder: {exc.filename}" if exc.filename else str(exc)
+        return EXIT_USAGE, f"{exc.filename}: missing (no such file or folder)" if exc.filename else str(exc)
     if isinstance(exc, MemoryError):
         return EXIT_DATA, "out of memory; use fewer --workers or a smaller --batch-size"
     if isinstance(exc, BrokenProcessPool):

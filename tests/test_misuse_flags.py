@@ -89,3 +89,14 @@ def test_the_interrupt_hint_names_resume():
 
     code, message = describe(KeyboardInterrupt())
     assert code == 130 and "--resume" in message
+
+
+def test_os_errors_name_their_path_as_text_and_a_missing_file_as_missing():
+    import errno
+
+    from pipeline.errors import describe
+
+    code, message = describe(PermissionError(errno.EACCES, "Permission denied", b"/data/JPEGImage"))
+    assert (code, message) == (2, "permission denied: /data/JPEGImage")
+    code, message = describe(FileNotFoundError(errno.ENOENT, "No such file", "/data/x.tar"))
+    assert (code, message) == (2, "/data/x.tar: missing (no such file or folder)")
