@@ -183,7 +183,7 @@ def test_weights_flag_loads_the_published_file_into_the_trained_backbone(tmp_pat
      {"loss_rule": "official", "batch_size": 8, "epsilon": 0.2}),  # typed flags win
     (["--preset", "paper"],
      {"loss_rule": "paper", "epsilon": 0.5, "refinement": "official", "select_on": "val"}),
-    ([], {"loss_rule": "drop-easy", "epsilon": 0.01, "refinement": "official", "loss_normalisation": "mean",
+    ([], {"loss_rule": "drop-easy", "epsilon": 0.1, "refinement": "official", "loss_normalisation": "mean",
           "batch_size": 16, "select_on": "val", "select_by": "fused", "val_fraction": 0.1,
           "pointing_fuse": "max", "crop": 224, "negatives_per_positive": None, "repeat_threshold": 0.0}),
     (["--backbone", "inception_v3"], {"crop": 299, "test_size": 299, "resize": 342, "transform_input": True}),
