@@ -39,9 +39,14 @@ from model.train import train_epoch  # noqa: E402
 
 def build_data(work: Path, negatives: int) -> Path:
     raw, manifests, shards = work / "raw", work / "manifests", work / "shards"
+    made = work / "negatives.txt"  # a --work built for another size is refused, not silently measured
+    if made.exists() and int(made.read_text()) != negatives:
+        raise SystemExit(f"{work} holds {made.read_text().strip()} negatives, not {negatives}: "
+                         "use another --work")
     if not (manifests / "manifest.parquet").exists():
         build_folder(raw, positives=POSITIVES, negatives=negatives)
         subprocess.run(["pipeline", "ingest", "--raw", str(raw), "--out", str(manifests)], check=True)
+        made.write_text(str(negatives))
     subprocess.run(["pipeline", "build-shards", "--ratio", "100", "--manifests", str(manifests), "--out",
                     str(shards)], check=True)
     return shards / "sixray100"
