@@ -35,7 +35,7 @@ from pipeline.classes import CLASSES
 from pipeline.distribute import die_with_parent
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.schema import check_manifest
-from pipeline.validate import inspect_bytes
+from pipeline.validate import inspect_bytes, printable
 
 SPLITS = ("all", "train", "val", "test")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -88,7 +88,7 @@ def folder_units(folder: Path) -> list[ScanFile]:
                    and not _is_folder(e))
     if not names:
         raise UsageError(f"{folder}: no .jpg / .jpeg file in it")
-    return [ScanFile(Path(n).stem, str(folder / n)) for n in names]
+    return [ScanFile(printable(Path(n).stem), str(folder / n)) for n in names]
 
 
 def shard_units(shards: Path, split: str, val_fraction: float) -> tuple[list[ShardFile], int]:
@@ -148,9 +148,9 @@ def read_unit(unit):
     """(id, file, bytes or None, read error) of each scan of a unit."""
     if isinstance(unit, ScanFile):
         try:
-            yield unit.id, unit.path, Path(unit.path).read_bytes(), None
+            yield unit.id, printable(unit.path), Path(unit.path).read_bytes(), None
         except OSError as exc:
-            yield unit.id, unit.path, None, exc.strerror or exc
+            yield unit.id, printable(unit.path), None, exc.strerror or exc
         return
     name = Path(unit.url).name
     for sample in read_shards([(unit.url, unit.stored)], unit.keep):

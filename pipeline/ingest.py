@@ -40,7 +40,7 @@ from pipeline.hashing import content_key
 from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
 from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
 from pipeline.split import register_split_hash, split_sql
-from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file
+from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file, printable, unread
 
 IMAGE_DIR, ANNOTATION_DIR = "JPEGImage", "Annotation"
 IMAGE_SUFFIXES = (b"jpg", b"jpeg")
@@ -55,8 +55,9 @@ FORMAT = 3
 holds it, so nothing an older version wrote is reused."""
 CHANGES = ("added", "changed", "removed", "unchanged", "validated")
 
-STATUS_PRIORITY = ("no_image", "duplicate_id", "unreadable", "empty", "not_jpeg", "too_large", "corrupt",
-                   "truncated", "no_label", "bad_label_row", "label_conflict", "unknown_class", "bad_xml")
+STATUS_PRIORITY = ("no_image", "bad_name", "duplicate_id", "unreadable", "empty", "not_jpeg", "too_large",
+                   "corrupt", "truncated", "no_label", "bad_label_row", "label_conflict", "unknown_class",
+                   "bad_xml")
 """A row with several problems gets the first as its status (the error lists them all): a missing or
 unreadable image outranks label trouble, which outranks annotation trouble."""
 
@@ -101,7 +102,17 @@ def _scan(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             if len(names):
                 ids, _, suffixes = np.char.rpartition(names, b".").T
                 keep = (ids != b"") & np.isin(np.char.lower(suffixes), IMAGE_SUFFIXES)
-                yield names[keep], ids[keep]
+                yield names[keep], _printable_ids(ids[keep])
+
+
+def _printable_ids(ids: np.ndarray) -> np.ndarray:
+    """ids sort as the manifest will hold them: one that is not UTF-8 by its printable form (one decode of
+    the whole batch finds out whether any is)."""
+    try:
+        b"/".join(ids.tolist()).decode()
+        return ids
+    except UnicodeDecodeError:
+        return np.array([i.decode(errors="backslashreplace").encode() for i in ids.tolist()], dtype=bytes)
 
 
 def _listed_as_file(entry: os.DirEntry) -> bool:
@@ -133,7 +144,7 @@ def chunk_tasks(raw: Path, work: Path, names: np.ndarray, starts: np.ndarray, xm
     bounds = np.append(starts[::chunk_size], len(names))
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         files = [os.fsdecode(n) for n in names[lo:hi].tolist()]
-        first, last = image_id(files[0]), image_id(files[-1])
+        first, last = image_id(printable(files[0])), image_id(printable(files[-1]))
         yield {"raw": str(raw), "work": str(work), "files": files, "max_pixels": max_pixels,
                "xmls": {i: xmls[i] for i in map(image_id, files) if i in xmls},
                "last_parts": [p for p in last_parts if p["first"] <= last and p["last"] >= first]}
@@ -161,7 +172,8 @@ def stat_entries(raw: Path, files: list[str], xmls: dict[str, str]) -> list[Entr
         entries = []
         for i, group in _group_by_id(files):
             image = _stat(group[0], folder)
-            xml = xmls.get(i)
+            # An id that is not UTF-8 is a bad_name row; an XML under that name could not be reported.
+            xml = xmls.get(i) if printable(group[0]) == group[0] else None
             entries.append(Entry(i, group, image.st_size, image.st_mtime_ns, xml, _xml_stat(raw, xml)))
         return entries
     finally:
@@ -189,7 +201,7 @@ def _xml_stat(raw: Path, xml: str | None) -> list[int] | None:
 def _group_by_id(files: list[str]) -> list[tuple[str, list[str]]]:
     grouped: list[tuple[str, list[str]]] = []
     for name in files:
-        i = image_id(name)
+        i = image_id(printable(name))
         if grouped and grouped[-1][0] == i:
             grouped[-1][1].append(name)
         else:
@@ -239,7 +251,7 @@ def read_last_rows(work: Path, last_parts: list[dict], first: str, last: str) ->
 def match_last_rows(last: pa.Table, entries: list[Entry]) -> tuple[dict[str, int], set[str]]:
     """The rows of `last` still true (id -> row index: same file names, size and mtime_ns as on disk
     now), and every id `last` has. Only the compared columns become Python objects."""
-    on_disk = {e.id: (e.files, e.size, e.mtime_ns) for e in entries}
+    on_disk = {e.id: ([printable(n) for n in e.files], e.size, e.mtime_ns) for e in entries}
     ids, files, sizes, mtimes = (last[c].to_pylist() for c in ("id", "files", "bytes", "mtime_ns"))
     reuse = {i: row for row, (i, *found) in enumerate(zip(ids, files, sizes, mtimes, strict=True))
              if on_disk.get(i) == tuple(found)}
@@ -258,9 +270,12 @@ def chunk_table(raw: Path, entries: list[Entry], reused: pa.Table, fresh: list[E
 
 def validate_files(raw: Path, entry: Entry, max_pixels: int) -> dict:
     """The first file's facts and every problem of the id's files (unranked)."""
-    files, image = entry.files, entry.id
+    files, image = [printable(n) for n in entry.files], entry.id
     path = f"{IMAGE_DIR}/{files[0]}"
-    facts = inspect_file(raw / path, max_pixels=max_pixels)
+    if files != entry.files:  # a reader of the manifest could not open it by this path: not validated
+        facts = unread("bad_name", "the file name is not valid UTF-8 (rename it)")
+    else:
+        facts = inspect_file(raw / path, max_pixels=max_pixels)
     problems = []
     if len(files) > 1:
         listed = ", ".join(f"{IMAGE_DIR}/{n}" for n in files)

@@ -42,6 +42,7 @@ position in that shard's (deterministically shuffled) order."""
 STATUSES = {
     "ok": "usable",
     "no_boxes": "usable for classification; positive without box annotation (missing or empty XML)",
+    "bad_name": "the file name is not valid UTF-8, so no reader could open it by the manifest's path",
     "unreadable": "the file cannot be opened or read (a symlink loop, no permission, an I/O error)",
     "empty": "zero-byte image file",
     "not_jpeg": "content is not a JPEG",

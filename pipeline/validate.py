@@ -61,10 +61,25 @@ def inspect_file(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        facts = inspect_bytes(b"")
-        return {**facts, "bytes": None, "checksum": None, "status": "unreadable",
-                "error": f"cannot read it ({exc.strerror})"}
+        return unread("unreadable", f"cannot read it ({exc.strerror})")
     return inspect_bytes(data, max_pixels=max_pixels)
+
+
+def unread(status: str, error: str) -> dict:
+    """The facts of a file whose bytes were never read: every fact unknown, only status and error."""
+    return {**dict.fromkeys(("bytes", "checksum", "width", "height", "mode", "phash")), "status": status,
+            "error": error}
+
+
+def printable(name: str) -> str:
+    """A file name as text: a name that is not valid UTF-8 (decoded by os.fsdecode, its odd bytes kept
+    as surrogates) gets those bytes written as backslash escapes (b'N\\xff1.jpg' -> 'N\\\\xff1.jpg'), which
+    Arrow, JSON and a terminal can hold; every other name comes back unchanged."""
+    try:
+        name.encode()
+        return name
+    except UnicodeEncodeError:
+        return name.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
 def dhash(img: Image.Image) -> int:

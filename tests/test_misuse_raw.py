@@ -14,6 +14,11 @@ from test_misuse import assert_clean, run
 from model.cli import main as model_cli
 from pipeline.cli import main as pipeline_cli
 
+BAD_NAME = b"N\xff0000.jpg"
+"""A file name that is not UTF-8 (Latin-1 'ÿ'), as a copy from an old Windows share may carry."""
+BAD_ID = "N\\xff0000"
+"""Its id as the manifest prints it."""
+
 
 def strict_json(path):
     """json.loads that refuses NaN and Infinity (Python's own parser accepts them; JSON does not)."""
@@ -27,6 +32,8 @@ def odd_raw(built, tmp_path_factory):
     """A copy of the built raw folder with a symlink loop, an XML in an unknown encoding and a NaN box."""
     raw = shutil.copytree(built / "raw", tmp_path_factory.mktemp("odd") / "raw", symlinks=True)
     os.symlink("N9999999.jpg", raw / "JPEGImage" / "N9999999.jpg")  # points at itself: ELOOP
+    negative = sorted((raw / "JPEGImage").glob("N*.jpg"))[0]
+    shutil.copy(negative, raw / "JPEGImage" / os.fsdecode(BAD_NAME))
     xmls = sorted((raw / "Annotation").glob("P*.xml"))
     text = xmls[0].read_text()
     xmls[0].write_text('<?xml version="1.0" encoding="x-no-such-encoding"?>\n' + text)
@@ -44,10 +51,12 @@ def test_odd_raw_files_are_status_rows_and_the_rest_is_ingested(odd_raw, tmp_pat
     assert rows["N9999999"]["status"] == "unreadable" and "symbolic links" in rows["N9999999"]["error"]
     assert rows[encoding_id]["status"] == "bad_xml" and "encoding" in rows[encoding_id]["error"]
     assert rows[nan_id]["status"] == "bad_xml" and "non-finite" in rows[nan_id]["error"]
+    assert rows[BAD_ID]["status"] == "bad_name" and "not valid UTF-8" in rows[BAD_ID]["error"]
+    assert rows[BAD_ID]["path"] == f"JPEGImage/{BAD_ID}.jpg"
     assert all(math.isfinite(v) for r in rows.values() for b in r["boxes"] or []
                for v in (b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
     usable = [r for r in rows.values() if r["status"] in ("ok", "no_boxes")]
-    assert len(usable) == len(rows) - 3
+    assert len(usable) == len(rows) - 4
 
 
 def test_coco_export_of_odd_raw_is_strict_json(odd_raw, tmp_path):
@@ -64,7 +73,7 @@ def test_coco_export_of_odd_raw_is_strict_json(odd_raw, tmp_path):
         assert all(math.isfinite(v) for a in doc["annotations"] for v in a["bbox"])
 
 
-def test_predict_gives_a_symlink_loop_its_unreadable_row(odd_raw, trained, tmp_path):
+def test_predict_gives_a_symlink_loop_its_row_and_scores_a_name_that_is_not_utf8(odd_raw, trained, tmp_path):
     raw, _, _ = odd_raw
     out = tmp_path / "predict"
     result = run(model_cli, "predict", "--checkpoint", trained / "best.pt", "--input", raw, "--out", out,
@@ -72,6 +81,8 @@ def test_predict_gives_a_symlink_loop_its_unreadable_row(odd_raw, trained, tmp_p
     assert result.exit_code == 0, result.output
     rows = {r["id"]: r for r in pq.read_table(out / "predictions.parquet").to_pylist()}
     assert rows["N9999999"]["status"] == "unreadable" and rows["N9999999"]["score_gun"] is None
+    assert rows[BAD_ID]["status"] == "ok" and rows[BAD_ID]["score_gun"] is not None  # scored, id printable
+    assert rows[BAD_ID]["file"].endswith(f"JPEGImage/{BAD_ID}.jpg")
     assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1
 
 
