@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_bytes, write_json, writes_folder
+from pipeline.atomic import atomic_path, write_bytes, write_json, writes_folder, writing
 from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import DataError, MissingInputError, UsageError
@@ -70,7 +70,10 @@ def build_shards(
     if not raw_root.is_dir():
         raise UsageError(f"{raw_root}: no such folder; {manifest} was made from it: pass --raw DIR where "
                          "the raw download is now")
-    summary = build_subset(manifest, subset, cfg)
+    # The subset manifest goes into ingest's folder: written under its lock, so an ingest (or another
+    # build-shards) never rewrites that folder meanwhile.
+    with writing(manifests, "pipeline build-shards", ours=("manifest.parquet",)):
+        summary = build_subset(manifest, subset, cfg)
     shards = read_plan(subset)
     shard_dir.mkdir(parents=True, exist_ok=True)
     (shard_dir / "_info.json").unlink(missing_ok=True)  # until every shard is done, loaders see no epoch

@@ -113,6 +113,27 @@ def test_a_second_writer_is_refused_at_once_and_a_killed_one_blocks_nothing(buil
         holder.wait()
 
 
+def test_build_shards_is_refused_while_an_ingest_writes_its_manifests_folder(built, tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "manifest.parquet").write_bytes((built / "manifests" / "manifest.parquet").read_bytes())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pipeline.atomic import writing\n"
+         f"with writing({str(manifests)!r}, 'pipeline ingest', ('manifest.parquet',)):\n"
+         "    print('ready', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        before = tree_bytes(manifests)
+        refused = run(pipeline_cli, "build-shards", "--ratio", "10", "--manifests", manifests, "--out",
+                      tmp_path / "shards", "--workers", "1")
+        assert_clean(refused, 2, f"another `pipeline ingest` (pid {holder.pid}) is writing here")
+        assert tree_bytes(manifests) == before and not (manifests / "sixray10.parquet").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_usage_error_leaves_no_folder_behind(tmp_path):
     out = tmp_path / "never"
     result = run(pipeline_cli, "ingest", "--raw", tmp_path, "--out", out, "--workers", "1")
