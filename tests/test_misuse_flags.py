@@ -100,3 +100,19 @@ def test_os_errors_name_their_path_as_text_and_a_missing_file_as_missing():
     assert (code, message) == (2, "permission denied: /data/JPEGImage")
     code, message = describe(FileNotFoundError(errno.ENOENT, "No such file", "/data/x.tar"))
     assert (code, message) == (2, "/data/x.tar: missing (no such file or folder)")
+
+
+def test_foreign_libraries_errors_map_to_our_exit_codes():
+    import duckdb
+    import pyarrow as pa
+
+    from pipeline.errors import describe
+
+    denied = duckdb.IOException('IO Error: Cannot open file "/m/x.parquet": Permission denied\nmore')
+    assert describe(denied) == (2, 'permission denied (IO Error: Cannot open file "/m/x.parquet": '
+                                   'Permission denied)')
+    code, message = describe(duckdb.InvalidInputException("Invalid Input Error: not a parquet file\nmore"))
+    assert (code, message) == (1, "a file is not what it should be (Invalid Input Error: not a parquet file)")
+    assert describe(pa.ArrowInvalid("Parquet magic bytes not found"))[0] == 1
+    assert describe(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))[0] == 1
+    assert describe(RuntimeError("x"))[0] == 3

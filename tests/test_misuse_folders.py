@@ -2,6 +2,9 @@
 refused (exit 2, one `error:` line naming one of the files) and left byte for byte as it was; a folder the
 tool wrote before, marked or not, is still reused (resume, rerun)."""
 
+import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,3 +161,36 @@ def test_a_shard_garbled_in_place_is_found_and_rewritten_with_verify(built, tmp_
     result = run(pipeline_cli, *args, "--verify")
     assert result.exit_code == 0 and "1 written" in result.output, result.output
     assert tar.read_bytes() == good
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` and everything in it made read-only, as on a read-only mount. Root ignores the mode bits,
+    so as root they are made immutable (chattr +i) instead."""
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", folder], check=True)
+    elif subprocess.run(["chattr", "-R", "+i", folder], capture_output=True).returncode != 0:
+        pytest.skip("root, and this file system has no immutable flag: no way to make a folder read-only")
+    try:
+        yield folder
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-R", "-i", folder], check=True)
+        else:
+            subprocess.run(["chmod", "-R", "u+w", folder], check=True)
+
+
+@pytest.mark.parametrize("command", ["ingest", "build-shards"])
+def test_a_read_only_manifests_folder_is_a_permission_error(built, tmp_path, command):
+    manifests = tmp_path / "manifests"
+    shutil.copytree(built / "manifests", manifests)
+    raw = shutil.copytree(built / "raw", tmp_path / "raw")
+    (raw / "JPEGImage" / "N9999998.jpg").write_bytes(next((raw / "JPEGImage").glob("N*.jpg")).read_bytes())
+    args = {"ingest": ("ingest", "--raw", raw, "--out", manifests, "--workers", "1"),  # a new scan to add
+            "build-shards": ("build-shards", "--ratio", "100", "--manifests", manifests, "--out",
+                             tmp_path / "shards", "--workers", "1")}[command]
+    before = tree_bytes(manifests)
+    with read_only(manifests):
+        result = run(pipeline_cli, *args)
+    assert_clean(result, 2, "permission denied", str(manifests))
+    assert tree_bytes(manifests) == before
