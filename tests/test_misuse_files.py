@@ -1,15 +1,18 @@
 """Misuse round 2, files: a manifest, subset or shard summary that is not what it should be (truncated,
 foreign, not JSON) is exit 1 with one `error:` line naming the file, before anything is written."""
 
+import functools
 import json
 import shutil
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from test_misuse import assert_clean, run, tree_bytes
 
 from model.cli import main as model_cli
+from pipeline.classes import CLASSES
 from pipeline.cli import main as pipeline_cli
 
 
@@ -47,9 +50,10 @@ def test_a_bad_subset_manifest_is_named_by_stats_export_threats_and_predict(buil
     assert tree_bytes(manifests) == before
 
 
-def test_a_foreign_parquet_as_the_manifest_is_not_called_an_old_version(built, tmp_path):
+@pytest.mark.parametrize("columns", [{"x": [1, 2]}, {"id": ["a", "b"], "score": [0.5, 0.7]}])
+def test_a_foreign_parquet_as_the_manifest_is_not_called_an_old_version(built, tmp_path, columns):
     manifests = copy_manifests(built, tmp_path)
-    foreign(manifests / "manifest.parquet")
+    pq.write_table(pa.table(columns), manifests / "manifest.parquet")
     line = assert_clean(run(pipeline_cli, "stats", "--manifests", manifests), 1, "manifest.parquet",
                         "not a manifest of this tool")
     assert "older version" not in line
@@ -86,3 +90,19 @@ def test_eval_of_a_subset_with_an_empty_test_split_says_so(built, trained, tmp_p
                  "--workers", "0", "--device", "cpu")
     assert_clean(result, 2, str(shards), "nothing to evaluate")
     assert not out.exists()
+
+
+def test_build_shards_of_a_manifest_without_a_usable_positive_says_so(built, tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    table = pq.read_table(built / "manifests" / "manifest.parquet")
+    positive = functools.reduce(pc.or_, [pc.fill_null(pc.equal(table[c], 1), False) for c in CLASSES])
+    status = pc.if_else(positive, "corrupt", table["status"])
+    pq.write_table(table.set_column(table.schema.get_field_index("status"), "status", status),
+                   manifests / "manifest.parquet")
+    before = tree_bytes(manifests)
+    result = run(pipeline_cli, "build-shards", "--ratio", "10", "--manifests", manifests, "--out",
+                 tmp_path / "shards", "--workers", "1")
+    assert_clean(result, 1, str(manifests / "manifest.parquet"), "no usable positive")
+    assert not (tmp_path / "shards").exists()
+    assert {k: v for k, v in tree_bytes(manifests).items() if not k.startswith(".sixray-tools")} == before
