@@ -16,7 +16,7 @@ POOL = """
 import os, time
 from pipeline.distribute import run_tasks
 def work(task):
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers' lines never interleave
     time.sleep(120)
     return {}
 list(run_tasks(work, range(4), workers=2))
@@ -28,7 +28,7 @@ from pipeline.distribute import die_with_parent
 class Slow(torch.utils.data.Dataset):
     def __len__(self): return 8
     def __getitem__(self, i):
-        print(os.getpid(), flush=True); time.sleep(120); return i
+        os.write(1, f"{os.getpid()}\\n".encode()); time.sleep(120); return i
 loader = torch.utils.data.DataLoader(Slow(), num_workers=2, prefetch_factor=1,
                                      worker_init_fn=functools.partial(die_with_parent, os.getpid()))
 list(loader)
@@ -48,7 +48,9 @@ def alive(pid: int) -> bool:
 def test_workers_exit_when_their_parent_is_killed(script):
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        workers = {int(parent.stdout.readline()) for _ in range(2)}
+        lines = [parent.stdout.readline() for _ in range(2)]
+        assert all(line.strip().isdigit() for line in lines), (lines, parent.poll())
+        workers = set(map(int, lines))
         assert parent.pid not in workers and all(map(alive, workers))
         parent.send_signal(signal.SIGKILL)
         parent.wait()
