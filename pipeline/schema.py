@@ -90,8 +90,8 @@ def check_manifest(path, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
         raise DataError(f"{path}: not a readable Parquet manifest ({exc})") from exc
     if b"sixray_schema" not in (found.metadata or {}) and not {"id", "path", "status"} <= set(found.names):
         raise DataError(f"{path}: a Parquet file, but not a manifest of this tool (no sixray_schema "
-                        "metadata, no id, path and status columns); `pipeline ingest` and `build-shards` write "
-                        "manifests")
+                        "metadata, no id, path and status columns); `pipeline ingest` and `build-shards` "
+                        "write manifests")
     try:
         version = int((found.metadata or {}).get(b"sixray_schema", b"0"))
     except ValueError:

@@ -247,8 +247,8 @@ def build_subset(manifest: Path, out: Path, cfg: SubsetConfig) -> dict:
     keys = read_keys(manifest, cfg)
     rows, summary = select(keys, cfg)
     if not sum(summary[split]["positives"] for split in SPLITS):
-        raise DataError(f"{manifest}: no usable positive (an image with one of {', '.join(CLASSES)}, status ok "
-                        "or no_boxes), so there is no subset to build; `pipeline stats` shows the statuses")
+        raise DataError(f"{manifest}: no usable positive (an image with one of {', '.join(CLASSES)}, status "
+                        "ok or no_boxes), no subset to build; `pipeline stats` shows the statuses")
     planned = plan(keys, rows, cfg)
     manifest_size = keys["manifest_size"]
     del keys, rows  # free the key columns before the wide rows stream through
