@@ -1,10 +1,13 @@
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shard_helpers import row, synthetic_rows, write_dataset
 
 from pipeline.classes import CLASSES
+from pipeline.hashing import stable_hash
 from pipeline.schema import SUBSET_SCHEMA
-from pipeline.subsets import SubsetConfig, build_subset
+from pipeline.subsets import SubsetConfig, build_subset, per_class_positives
 
 
 def subset(tmp_path, manifest, **kw):
@@ -130,3 +133,34 @@ def test_official_split_comes_from_the_label_files(tmp_path):
     }
     with pytest.raises(ValueError, match="ImageSet/1000"):
         subset(tmp_path, tmp_path / "manifests" / "manifest.parquet", ratio=1000, split_source="official")
+
+
+def positives_of(table) -> set[str]:
+    return {i for i in table["id"].to_pylist() if i.startswith("P")}
+
+
+def test_sixray1000_takes_the_smallest_hash_ids_of_each_class_and_follows_the_seed(tmp_path):
+    """Single-class train positives, 6 per class, quota 2: the picks are, per class, the two ids with the
+    smallest stable_hash(seed, 'positives', id), a hand computation of the rule; another seed, other ids."""
+    ids = {c: [f"P{k:02d}{n}" for n in range(6)] for k, c in enumerate(CLASSES)}
+    rows = [row(i, "train", [c]) for c, group in ids.items() for i in group] + [row("N0000001", "train")]
+    manifest = write_dataset(tmp_path, rows)
+    picks = {}
+    for seed in (0, 1):
+        expected = {i for group in ids.values()
+                    for i in sorted(group, key=lambda i: stable_hash(seed, "positives", i))[:2]}
+        table, _, _ = subset(tmp_path, manifest, ratio=1000, positives_per_class=2, seed=seed)
+        picks[seed] = positives_of(table)
+        assert picks[seed] == expected, seed
+    assert picks[0] != picks[1]
+
+
+def test_sixray1000_fills_the_rarest_class_first():
+    """One scissors image, which also holds a gun; five gun images; quota 1. Scissors first takes that
+    image, which fills the gun quota too: one positive. Guns first would take another image as well."""
+    ids = [f"P0000{n}" for n in range(6)]
+    both = next(i for i in ids if min(ids, key=lambda j: stable_hash(0, "positives", j)) != i)
+    labels = np.array([[1, 0, 0, 0, 1] if i == both else [1, 0, 0, 0, 0] for i in ids], dtype=np.int8)
+    keys = {"ids": pa.array(ids), "labels": labels, "tip": np.zeros(len(ids), bool)}
+    chosen = per_class_positives(keys, np.arange(len(ids)), SubsetConfig(ratio=1000, positives_per_class=1))
+    assert [ids[k] for k in chosen] == [both]
