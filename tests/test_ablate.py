@@ -2,6 +2,8 @@
 seeds, two epsilons, one epoch of the tiny backbone; then a rerun that reuses every finished run."""
 
 import csv
+import json
+import statistics
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +16,7 @@ from pipeline.shards import build_shards
 @pytest.fixture(scope="module")
 def subsets(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
-    write_dataset(root, synthetic_rows(6, 90, seed=2))
+    write_dataset(root, synthetic_rows(30, 120, seed=2))  # a val split with positives and negatives
     for ratio in (10, 100):  # SIXray100 runs short of negatives here, which build-shards allows
         build_shards(root / "manifests", root / "shards", ratio, shard_size=20, workers=1)
     return [root / "shards" / "sixray10", root / "shards" / "sixray100"]
@@ -49,6 +51,8 @@ def test_ablate_writes_table4_and_reuses_finished_runs(subsets, tmp_path):
     assert {c["epsilon"] for c in cells if c["variant"] == "chr"} <= {"0.01", "0.3"}
     assert (out / "table4.png").stat().st_size > 1000
     assert (out / "sixray100" / "chr-eps0.3" / "seed1" / "test.json").exists()
+    assert_epsilon_is_the_best_on_val(out, cells)
+    assert_spread_is_the_sample_std(cells, table)
 
     again = ablate(subsets, out)
     assert "training " not in again and again.count("reusing ") == 12
@@ -57,3 +61,32 @@ def test_ablate_writes_table4_and_reuses_finished_runs(subsets, tmp_path):
     (out / "sixray10" / "baseline" / "seed1" / "test.json").unlink()  # as if killed before the end
     resumed = ablate(subsets, out)
     assert resumed.count("training ") == 1 and (out / "table4.md").read_text() == table
+
+
+def selection_map(run) -> float:
+    return json.loads((run / "test.json").read_text())["selected"]["map"]
+
+
+def assert_epsilon_is_the_best_on_val(out, cells):
+    """The epsilon kept is the argmax of the val mAP averaged over seeds, and the val scores differ (with
+    ties, keeping the worst one would pass too)."""
+    for subset in ("sixray10", "sixray100"):
+        means = {eps: statistics.mean(selection_map(out / subset / f"chr-eps{eps}" / f"seed{k}")
+                                      for k in range(2)) for eps in ("0.01", "0.3")}
+        assert len(set(means.values())) == 2, means
+        kept = {c["epsilon"] for c in cells if (c["subset"], c["variant"]) == (subset, "chr")}
+        assert kept == {max(means, key=means.get)}, (means, kept)
+
+
+def assert_spread_is_the_sample_std(cells, table):
+    """Mean and std in the CSV, and the table's cells, recomputed from the seeds' values: the sample std
+    (n - 1), which differs from the population std wherever two seeds differ."""
+    differing = 0
+    for c in cells:
+        values = [float(v) for v in c["values"].split()]
+        assert float(c["mean"]) == pytest.approx(statistics.mean(values), abs=1e-4)
+        assert float(c["std"]) == pytest.approx(statistics.stdev(values), abs=1e-4)
+        differing += values[0] != values[1]
+        if (c["subset"], c["variant"], c["metric"]) == ("sixray10", "baseline", "map"):
+            assert f"| Tiny | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in table
+    assert differing, "every seed gave the same numbers: the std is not tested"
