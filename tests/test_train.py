@@ -215,16 +215,38 @@ def test_output_to_a_file_is_one_line_per_epoch_and_no_bar(tmp_path, capsys):
     assert re.fullmatch(rf"eval: {fake_data.COUNTS['test']} images in \d+\.\d s \(\d+ img/s\)\n", err)
 
 
-def test_resume_continues_exactly(tmp_path):
-    train(config(tmp_path, name="straight", epochs=2), data=FakeData())
-    train(config(tmp_path, name="resumed", epochs=1), data=FakeData())
-    train(config(tmp_path, name="resumed", epochs=2), resume=True, data=FakeData())
-    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "resumed" / "last.pt")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+class FlippingData(FakeData):
+    """FakeData whose train batches are flipped at random from torch's global generator, as the real
+    loader's workers draw their seeds from it: a resume that loses the RNG state diverges."""
+
+    @staticmethod
+    def make_loader(shards, split, cfg, *, rank=0, world_size=1, epoch=0) -> list:
+        batches = FakeData.make_loader(shards, split, cfg, rank=rank, world_size=world_size, epoch=epoch)
+        if split != "train":
+            return batches
+        flips = [torch.rand(len(b.images)) < 0.5 for b in batches]
+        return [b._replace(images=torch.where(f[:, None, None, None], b.images.flip(-1), b.images))
+                for b, f in zip(batches, flips, strict=True)]
+
+
+def test_resume_over_an_lr_step_and_random_draws_equals_an_uninterrupted_run(tmp_path):
+    """Killed after epoch 1 of 3 with the LR step at epoch 2: the resumed run must step the LR as the
+    straight one did (scheduler state) and draw the same random numbers (RNG state)."""
+    steps = {"lr_steps": (2,), "val_fraction": 0.2}
+    train(config(tmp_path, name="straight", epochs=3, **steps), data=FlippingData())
+    train(config(tmp_path, name="resumed", epochs=1, **steps), data=FlippingData())
+    torch.manual_seed(12345)  # whatever a new process's generator holds: the resume must not depend on it
+    train(config(tmp_path, name="resumed", epochs=3, **steps), resume=True, data=FlippingData())
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["scheduler"] == b["scheduler"] and a["epoch"] == b["epoch"] == 3
     rows = [list(csv.DictReader(open(tmp_path / n / "metrics.csv"))) for n in ("straight", "resumed")]
     for row in rows[0] + rows[1]:
         del row["images_per_s"]  # the only column that depends on the clock
-    assert rows[0] == rows[1] and len(rows[0]) == 2
+    assert rows[0] == rows[1]
+    assert [float(r["lr"]) for r in rows[0]] == pytest.approx([0.05, 0.05, 0.005])
+    assert json.loads((tmp_path / "straight" / "test.json").read_text()) == json.loads(
+        (tmp_path / "resumed" / "test.json").read_text())
 
 
 def test_metrics_csv_keeps_the_columns_of_older_rows(tmp_path):
