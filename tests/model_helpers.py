@@ -14,7 +14,9 @@ from model.config import ModelConfig, TrainConfig, to_dict
 
 
 def fabricate_checkpoint(path: Path, *, seed: int = 0, test_size: int = 64, val_fraction: float = 0.5,
-                         epoch: int = 1) -> Path:
+                         epoch: int = 1, classifier_gain: float = 1.0) -> Path:
+    """A tiny model's checkpoint; classifier_gain scales its classifiers, so that scans' scores spread
+    (at random init they all sit within ~1e-4 of 0.5, too close to tell a wrong input apart)."""
     torch.manual_seed(seed)
     cfg = TrainConfig(shards="unused", out=str(path.parent), resize=72, crop=64, test_size=test_size,
                       val_fraction=val_fraction, model=ModelConfig(backbone="tiny"))
@@ -24,6 +26,8 @@ def fabricate_checkpoint(path: Path, *, seed: int = 0, test_size: int = 64, val_
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
+        for p in model.classifiers.parameters():
+            p.mul_(classifier_gain)
     save_checkpoint(Path(path), {"model": model.state_dict(), "config": to_dict(cfg), "epoch": epoch})
     return Path(path)
 

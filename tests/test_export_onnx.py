@@ -13,8 +13,9 @@ from model_helpers import bad_folder, fabricate_checkpoint
 
 from model.alarms import fit_thresholds, thresholds_document, write_thresholds
 from model.cli import main as model_cli
-from model.export import OnnxScorer, PixelScorer
-from model.inference import load_model
+from model.data import normalise
+from model.export import OnnxScorer
+from model.inference import FUSED, forward, load_model
 from model.predict import predict_command
 from pipeline.classes import CLASSES
 
@@ -23,7 +24,7 @@ from pipeline.classes import CLASSES
 def exported(tmp_path_factory):
     """A fabricated checkpoint with a thresholds.json beside it, exported with its CAMs."""
     root = tmp_path_factory.mktemp("onnx")
-    checkpoint = fabricate_checkpoint(root / "best.pt", test_size=64)
+    checkpoint = fabricate_checkpoint(root / "best.pt", test_size=64, classifier_gain=30)
     labels = np.eye(5)[np.arange(20) % 5]
     val = {"scores": {"fused": np.linspace(0.01, 0.99, 100).reshape(20, 5)}, "labels": labels,
            "difficult": labels < 0}
@@ -35,18 +36,31 @@ def exported(tmp_path_factory):
     return root, checkpoint, result.output
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_onnx_scores_and_cams_match_pytorch(exported, batch):
+def coloured_scans(batch: int, seed: int) -> torch.Tensor:
+    """uint8 scans of different colours (noise around a random RGB tint): red and blue differ in each."""
+    seeded = torch.Generator().manual_seed(seed)
+    tint = torch.randint(0, 256, (batch, 3, 1, 1), generator=seeded)
+    return (tint + torch.randint(-40, 40, (batch, 3, 64, 64), generator=seeded)).clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_scores_and_cams_match_the_eval_path(exported, batch):
+    """The ONNX file on uint8 RGB against the evaluator's own path (the loaders' normalise, then
+    inference.forward), within 1e-6; the scans' scores spread far more than that, so a graph that read
+    BGR, or skipped a step, would fail."""
     root, checkpoint, _ = exported
     model, _, _ = load_model(checkpoint, torch.device("cpu"))
-    seeded = torch.Generator().manual_seed(batch)
-    images = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8, generator=seeded)
-    with torch.no_grad():
-        expected = [t.numpy() for t in PixelScorer(model, cams=True).eval()(images)]
-    scores, cams = OnnxScorer(root / "model.onnx")(images.numpy())
-    assert scores.shape == (batch, 5) and [c.shape[:2] for c in cams] == [(batch, 5)] * 3
-    for got, want in zip([scores, *cams], expected, strict=True):
-        assert np.abs(got - want).max() <= 1e-4
+    model.eval()
+    images = coloured_scans(batch, seed=batch)
+    scores, cams = forward(model, normalise(images), torch.device("cpu"))
+    got_scores, got_cams = OnnxScorer(root / "model.onnx")(images.numpy())
+    assert got_scores.shape == (batch, 5) and [c.shape[:2] for c in got_cams] == [(batch, 5)] * 3
+    for got, want in zip([got_scores, *got_cams], [scores[FUSED], *cams], strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
+    if batch > 1:
+        assert (scores[FUSED].max(0).values - scores[FUSED].min(0).values).min() > 1e-3  # 1000x the tolerance
+    bgr, _ = OnnxScorer(root / "model.onnx")(images.flip(1).numpy())
+    assert np.abs(bgr - got_scores).max() > 1e-3  # the check above can see a channel swap
 
 
 def test_onnx_file_has_a_dynamic_batch_and_the_thresholds(exported):
