@@ -193,8 +193,13 @@ def test_dali_cpu_only_matches_the_cpu_loader(tmp_path, shards):
         cpu_train = make_loader(clean, "train", config(negatives_per_positive=k), rank=1, world_size=2)
         assert [b.ids for b in dali_train] == [b.ids for b in cpu_train]
         assert dali_train[0].images.shape == (5, 3, 32, 32)
-    cpu_images = next(iter(make_loader(clean, "test", config()))).images
-    assert (per_rank[0][0].images.mean() - cpu_images.mean()).abs() < 0.1  # same normalisation
+    # The same pixels, id by id and channel by channel (measured: <= 0.002 apart on average; red and blue
+    # swapped: 0.49): same decode, colour order, resize and normalisation.
+    dali_images = {i: b.images[k] for bs in per_rank for b in bs for k, i in enumerate(b.ids)}
+    cpu_images = {i: b.images[k] for b in make_loader(clean, "test", config()) for k, i in enumerate(b.ids)}
+    for i, image in cpu_images.items():
+        per_channel = (dali_images[i] - image).abs().mean(dim=(1, 2))
+        assert (per_channel < 0.02).all(), (i, per_channel)
 
 
 def test_split_info_reads_the_epoch_length_without_opening_tars(shards):
