@@ -58,7 +58,9 @@ def test_test_epoch_sees_every_sample_exactly_once(shards, world_size, workers):
 def test_more_ranks_than_test_shards_is_still_exact(shards):
     n_test_shards = len(split_info(shards, "test")["shards"])
     seen = epoch_ids(shards, "test", config(workers=2), n_test_shards + 2)
-    assert seen[-1] == [] and sum(map(len, seen)) == split_info(shards, "test")["count"] - 1
+    flat = [i for ids in seen for i in ids]
+    assert seen[-1] == [] and len(flat) == len(set(flat)) == split_info(shards, "test")["count"] - 1
+    assert set(flat) == set(i for ids in epoch_ids(shards, "test", config(), 1) for i in ids)
 
 
 def train_ids(shards) -> tuple[set, set]:
@@ -81,10 +83,13 @@ def test_train_epoch_is_exact_across_ranks_and_workers(shards, negatives_per_pos
     assert len(positives) == 20 and len(negatives) == 95
     for world_size in (1, 2, 3):
         cfg = config(negatives_per_positive=negatives_per_positive)
-        per_worker_count = [batch_ids(shards, replace(cfg, workers=w), world_size) for w in (0, 2)]
-        assert per_worker_count[0] == per_worker_count[1]  # the same batches for any worker count
+        per_worker_count = [batch_ids(shards, replace(cfg, workers=w), world_size) for w in (0, 2, 3, 8)]
+        assert all(p == per_worker_count[0] for p in per_worker_count)  # the same batches for any workers
         ranks = per_worker_count[0]
         assert len({len(r) for r in ranks}) == 1 and all(len(b) == 5 for r in ranks for b in r)
+        for rank in ranks:  # at most one batch of repeats on a rank, to fill its last batch
+            on_rank = Counter(i for b in rank for i in b)
+            assert sum(on_rank.values()) - len(on_rank) < 5
         seen = Counter(i for r in ranks for b in r for i in b)
         assert {i: seen[i] for i in positives} == dict.fromkeys(positives, 1)
         drawn = sum(seen[i] for i in negatives)
