@@ -375,7 +375,13 @@ def test_ctrl_c_during_training_then_resume(built, tmp_path):
     assert 1 <= epochs < 30
     args[args.index("30")] = str(epochs + 1)
     assert run(model_cli, *args, "--resume").exit_code == 0
-    assert load_checkpoint(out / "last.pt")["epoch"] == epochs + 1
+    # Nothing of the interrupted epoch leaks: the same weights and history as a run never interrupted.
+    straight = tmp_path / "straight"
+    assert run(model_cli, *[straight if a == out else a for a in args]).exit_code == 0
+    a, b = load_checkpoint(out / "last.pt"), load_checkpoint(straight / "last.pt")
+    assert a["epoch"] == b["epoch"] == epochs + 1
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [{**h, "images_per_s": 0} for h in a["history"]] == [{**h, "images_per_s": 0} for h in b["history"]]
 
 
 # ------------------------------------------------------------------ model: checkpoints
