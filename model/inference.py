@@ -26,10 +26,6 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
-def output_names(n_stages: int) -> list[str]:
-    return [FUSED, *STAGE_NAMES[:n_stages]]
-
-
 def resolve_device(name: str) -> torch.device:
     """The torch device for --device (auto: a CUDA GPU if there is one), checked before any work."""
     if name == "auto":

@@ -38,7 +38,7 @@ from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError
 from pipeline.hashing import content_key
 from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
-from pipeline.schema import BOX, MANIFEST_SCHEMA, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
+from pipeline.schema import BOX, MANIFEST_SCHEMA, PROBLEMS, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
 from pipeline.split import register_split_hash, split_sql
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file, printable, unread
 
@@ -55,11 +55,6 @@ FORMAT = 3
 holds it, so nothing an older version wrote is reused."""
 CHANGES = ("added", "changed", "removed", "unchanged", "validated")
 
-STATUS_PRIORITY = ("no_image", "bad_name", "duplicate_id", "unreadable", "empty", "not_jpeg", "too_large",
-                   "corrupt", "truncated", "no_label", "bad_label_row", "label_conflict", "unknown_class",
-                   "bad_xml")
-"""A row with several problems gets the first as its status (the error lists them all): a missing or
-unreadable image outranks label trouble, which outranks annotation trouble."""
 
 PROBLEM = pa.struct([("status", pa.string()), ("error", pa.string())])
 FILE_SCHEMA = pa.schema([
@@ -391,7 +386,7 @@ def manifest_query(images: str, labels: Path, splits: Path, low: str | None, hig
         ),
         ranked AS (
             SELECT *, list_sort(list_transform(problems, lambda p: {{'rank': list_position(
-                {_sql_list(STATUS_PRIORITY)}, p.status), 'status': p.status, 'error': p.error}})) AS ranked
+                {_sql_list(PROBLEMS)}, p.status), 'status': p.status, 'error': p.error}})) AS ranked
             FROM joined
         ),
         statused AS (

@@ -39,33 +39,38 @@ SUBSET_SCHEMA = MANIFEST_SCHEMA.append(pa.field("shard", pa.string())).append(pa
 """manifests/sixray<N>.parquet: the manifest rows of one subset, the shard each lands in and its
 position in that shard's (deterministically shuffled) order."""
 
-STATUSES = {
+USABLE = {
     "ok": "usable",
     "no_boxes": "usable for classification; positive without box annotation (missing or empty XML)",
+}
+PROBLEMS = {
+    "no_image": "label row without an image",
     "bad_name": "the file name is not valid UTF-8, so no reader could open it by the manifest's path",
+    "duplicate_id": "two or more files share the id",
     "unreadable": "the file cannot be opened or read (a symlink loop, no permission, an I/O error)",
     "empty": "zero-byte image file",
     "not_jpeg": "content is not a JPEG",
+    "too_large": "header size over the limit (checked before decoding)",
     "corrupt": "the JPEG decoder failed",
     "truncated": "the entropy-coded stream ends early",
-    "too_large": "header size over the limit (checked before decoding)",
-    "duplicate_id": "two or more files share the id",
-    "no_image": "label row without an image",
     "no_label": "image without a label row",
     "bad_label_row": "a label row with the wrong number of fields or a value other than 1, 0, -1",
     "label_conflict": "label rows for the id disagree",
     "unknown_class": "a class name that is not in the vocabulary",
     "bad_xml": "malformed annotation XML",
 }
+"""In priority order: a row with several problems gets the first as its status (the error lists them
+all): a missing or unreadable image outranks label trouble, which outranks annotation trouble."""
+STATUSES = {**USABLE, **PROBLEMS}
+"""Every status a manifest row (or a `model predict` row) can have."""
+USABLE_STATUSES = tuple(USABLE)
+"""Rows with these statuses go into subsets and shards; every other status is excluded and reported."""
 
 SOURCES = ("real", "synth", "tip")
 """Where a scan comes from: a scanner ('real'), `pipeline synth` (its folder holds `.synth/params.json`)
 or `pipeline tip` (ids starting with TIP_PREFIX); ingest sets it."""
 TIP_PREFIX = "T"
 """TIP scan ids are 'T' + 7 digits (`pipeline tip`); the release's are 'P' + 5 and 'N' + 7 digits."""
-
-USABLE_STATUSES = ("ok", "no_boxes")
-"""Rows with these statuses go into subsets and shards; every other status is excluded and reported."""
 
 
 SCHEMA_VERSION = 1
@@ -104,6 +109,3 @@ def check_manifest(path, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
         raise UsageError(f"{path}: no column(s) {', '.join(missing)}: written by an older version; run "
                          "`pipeline ingest` again to update it")
 
-
-def empty_manifest() -> pa.Table:
-    return MANIFEST_SCHEMA.empty_table()

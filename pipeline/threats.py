@@ -65,7 +65,6 @@ MAX_OUTLIERS = 0.35
 MIN_SIGNAL = 0.15
 """A layer's 99th-percentile attenuation (-ln T, mean of channels) must reach this."""
 OUTLIER_SIGMAS = 2.5
-DROP_REASONS = ("small", "edge", "cluttered", "faint")
 SPLIT_CHOICES = ("train", "test", "all")
 
 LIBRARY_SCHEMA = pa.schema(

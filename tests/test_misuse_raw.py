@@ -13,6 +13,7 @@ from test_misuse import assert_clean, run
 
 from model.cli import main as model_cli
 from pipeline.cli import main as pipeline_cli
+from pipeline.schema import STATUSES
 
 BAD_NAME = b"N\xff0000.jpg"
 """A file name that is not UTF-8 (Latin-1 'ÿ'), as a copy from an old Windows share may carry."""
@@ -55,6 +56,7 @@ def test_odd_raw_files_are_status_rows_and_the_rest_is_ingested(odd_raw, tmp_pat
     assert rows[BAD_ID]["path"] == f"JPEGImage/{BAD_ID}.jpg"
     assert all(math.isfinite(v) for r in rows.values() for b in r["boxes"] or []
                for v in (b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
+    assert {r["status"] for r in rows.values()} <= set(STATUSES)  # the one vocabulary
     usable = [r for r in rows.values() if r["status"] in ("ok", "no_boxes")]
     assert len(usable) == len(rows) - 4
 
@@ -81,6 +83,7 @@ def test_predict_gives_a_symlink_loop_its_row_and_scores_a_name_that_is_not_utf8
     assert result.exit_code == 0, result.output
     rows = {r["id"]: r for r in pq.read_table(out / "predictions.parquet").to_pylist()}
     assert rows["N9999999"]["status"] == "unreadable" and rows["N9999999"]["score_gun"] is None
+    assert {r["status"] for r in rows.values()} <= set(STATUSES)
     assert rows[BAD_ID]["status"] == "ok" and rows[BAD_ID]["score_gun"] is not None  # scored, id printable
     assert rows[BAD_ID]["file"].endswith(f"JPEGImage/{BAD_ID}.jpg")
     assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1

@@ -32,14 +32,6 @@ def attenuation(thickness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def composite_log(*attenuations: np.ndarray) -> np.ndarray:
-    """Stacked objects in the log domain: their attenuations (-ln T) add."""
-    total = np.zeros(np.broadcast_shapes(*(np.shape(a) for a in attenuations)), dtype=np.float32)
-    for a in attenuations:
-        total = total + a
-    return total
-
-
 # ---------------------------------------------------------------- colour
 
 
