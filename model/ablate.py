@@ -140,7 +140,7 @@ def write_csv(cells: list[dict], path: Path) -> Path:
 
 def plot_table(cells: list[dict], path: Path) -> Path:
     """Two panels (mAP, pointing): per subset a group of bars, one per variant, with the seed spread."""
-    from model.evaluate import pyplot, save_figure
+    from model.report import pyplot, save_figure
 
     plt = pyplot()
     subsets = list(dict.fromkeys(c["subset"] for c in cells))

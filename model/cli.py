@@ -142,7 +142,7 @@ def recipe(ctx: click.Context, kw: dict) -> tuple[dict, dict]:
 def train_command(ctx, resume, **kw):
     """Train CHR on webdataset shards; picks the best epoch on the val (or test) split, then prints that
     epoch's test Tables 2-3."""
-    from model.evaluate import format_tables
+    from model.report import format_tables
     from model.train import train
 
     model, rest = recipe(ctx, kw)
@@ -178,7 +178,8 @@ def eval_command(checkpoint, out, as_json, **kw):
     import json
     from pathlib import Path
 
-    from model.evaluate import evaluate_checkpoint, format_tables
+    from model.evaluate import evaluate_checkpoint
+    from model.report import format_tables
 
     out = out or str(Path(checkpoint).parent / "eval")
     summary = evaluate_checkpoint(checkpoint, out=out, **kw)

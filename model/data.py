@@ -15,7 +15,6 @@ counts come from the DALI index files beside the tars, which list every sample's
 
 import atexit
 import functools
-import io
 import itertools
 import json
 import os
@@ -30,16 +29,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from model import epochs
+from model.pixels import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD, augment, load_pixels, normalise
 from pipeline.atomic import read_json
 from pipeline.distribute import die_with_parent
 from pipeline.errors import DataError, MissingInputError, UsageError
 from pipeline.hashing import stable_hash
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
 
 
@@ -362,22 +359,10 @@ def read_members(f, path: str, key: str, offsets, sizes) -> dict:
     return {"__key__": str(key), "__url__": path, **members}
 
 
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-"""What Pillow raises on bytes it cannot decode (empty, not an image, corrupt, truncated, oversized)."""
-
-
-def load_pixels(data: bytes, size: int) -> np.ndarray:
-    """The test transform's decode, shared by the shard loaders and `model predict`: uint8 [size, size, 3]
-    RGB, square-resized (JPEG draft mode: the decoder downscales by 1/2..1/8 on the fly, then bilinear).
-    Raises one of DECODE_ERRORS when the bytes do not decode."""
-    img = Image.open(io.BytesIO(data))
-    img.draft("RGB", (size, size))
-    return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
-
-
 def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) -> dict | None:
-    """Decode and square-resize to `size` (`load_pixels`), then for training a random `crop` and
-    horizontal flip. None (with a warning) when the JPEG is corrupt."""
+    """A shard sample's image through the pixel transform (model/pixels.py: `load_pixels` to `size`, then
+    for training `augment` to `crop`) with its labels and meta. None (with a warning) when the JPEG is
+    corrupt."""
     try:
         pixels = load_pixels(sample["jpg"], size)
         meta = json.loads(sample["json"])
@@ -387,10 +372,7 @@ def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) 
         )
         return None
     if crop is not None:
-        top, left = rng.integers(0, size - crop + 1, size=2)
-        pixels = pixels[top : top + crop, left : left + crop]
-        if rng.random() < 0.5:
-            pixels = pixels[:, ::-1]
+        pixels = augment(pixels, crop, rng)
     return {
         "image": torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))),
         "labels": torch.from_numpy(np.frombuffer(sample["lbl"], "<f4").copy()),
@@ -398,13 +380,6 @@ def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) 
         "id": meta["id"],
         "meta": {"width": meta["width"], "height": meta["height"], "boxes": meta.get("boxes", [])},
     }
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float32 ImageNet-normalised, in one vectorised pass per batch."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std
 
 
 def collate(samples: list[dict]) -> Batch:

@@ -1,9 +1,9 @@
 """`model export`: a checkpoint as an ONNX file that scores raw pixels, and `OnnxScorer`, which runs it.
 
 The graph takes uint8 RGB images [batch, 3, S, S] (S: the checkpoint's test size; the batch axis is
-dynamic), normalises them as the loaders do (model/data.py `normalise`) and returns the fused scores
+dynamic), normalises them as the loaders do (model/pixels.py `normalise`) and returns the fused scores
 [batch, 5] (the mean of the stages' sigmoids) and, with `cams=True`, each stage's CAMs [batch, 5, h, w].
-So a deployment only decodes and resizes (`model.data.load_pixels`); no torch is needed to score.
+So a deployment only decodes and resizes (`model.pixels.load_pixels`); no torch is needed to score.
 The file's metadata holds the classes, S, the checkpoint's epoch and the alarm thresholds found for it
 (model/alarms.py), which `model predict --onnx` applies.
 """
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from model.alarms import checkpoint_thresholds
-from model.data import normalise
 from model.inference import load_model
+from model.pixels import normalise
 from pipeline.atomic import write_bytes
 from pipeline.classes import CLASSES
 from pipeline.errors import DataError, MissingInputError

@@ -18,12 +18,11 @@ from model.checkpoint import load_checkpoint
 from model.chr import STAGE_NAMES, build_model
 from model.config import TrainConfig, train_config_from_dict
 from model.metrics import class_separation, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
+from model.pixels import unnormalise
 from pipeline.classes import CLASSES
 from pipeline.errors import UsageError
 
 FUSED = "fused"
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,11 +123,6 @@ def predict(model, loader, device, *, amp: bool = False, channels_last: bool = F
         "pointing": counts,
         "examples": examples,
     }
-
-
-def unnormalise(image: torch.Tensor) -> np.ndarray:
-    """An ImageNet-normalised [3, H, W] input as the [H, W, 3] picture in 0..1 the network saw."""
-    return (image.cpu().float() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _examples(batch, cams, limit: int) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Input: a folder of JPEGs (any names and sizes; a raw download's root is read through its JPEGImage/),
 a `pipeline build-shards` folder, or a manifest (.parquet; images under its raw_root or --raw). Each scan
-is decoded by the shard loaders' own function (`model.data.load_pixels`: Pillow draft decoding, square
+is decoded by the shard loaders' own function (`model.pixels.load_pixels`: Pillow draft decoding, square
 resize to the checkpoint's test size) and normalised by theirs, and the torch path scores it through
 `model.inference.forward`, so predict and `model eval` give the same scores for the same image.
 Workers decode in parallel (every core by default) while the main process scores on the GPU or the CPU;
@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from model.alarms import alarms, checkpoint_thresholds, read_thresholds
-from model.data import DECODE_ERRORS, load_pixels, normalise, read_shards, sample_filter, split_info
+from model.data import read_shards, sample_filter, split_info
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
+from model.pixels import DECODE_ERRORS, load_pixels, normalise
 from pipeline.atomic import writes_folder
 from pipeline.classes import CLASSES
 from pipeline.distribute import die_with_parent
@@ -297,7 +298,7 @@ def plot_heatmap(scan: dict, path: Path, thresholds: dict) -> Path:
     """The scan as the network saw it, with its top class's CAM (the stages' mean, upsampled) over it."""
     import torch.nn.functional as F
 
-    from model.evaluate import pyplot, save_figure
+    from model.report import pyplot, save_figure
 
     plt = pyplot()
     image = scan["image"].transpose(1, 2, 0)

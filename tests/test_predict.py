@@ -18,8 +18,9 @@ from model.alarms import (
     threshold_for_recall,
 )
 from model.cli import main as model_cli
-from model.evaluate import evaluate_checkpoint, format_tables
+from model.evaluate import evaluate_checkpoint
 from model.predict import predict_command
+from model.report import format_tables
 from pipeline.classes import CLASSES
 from pipeline.shards import build_shards
 

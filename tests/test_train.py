@@ -18,7 +18,8 @@ from sklearn.metrics import average_precision_score
 from model.checkpoint import load_checkpoint
 from model.cli import main as model_cli
 from model.config import OFFICIAL_EPSILON, ModelConfig, TrainConfig
-from model.evaluate import evaluate_checkpoint, format_tables
+from model.evaluate import evaluate_checkpoint
+from model.report import format_tables
 from model.train import RandomStartWarning, train, warn_if_random_start, write_metrics_csv
 from pipeline.classes import CLASSES
 
