@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.labels import build_labels, list_label_files  # noqa: E402
+from pipeline.labels import build_labels  # noqa: E402
+from pipeline.layout import list_label_files
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors\n"
 

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.distribute import default_workers
-from pipeline.xray.synth import JPEG_QUALITY, image_rng, image_size, positive_id, render_image, synthesize
+from pipeline.layout import JPEG_QUALITY, positive_id
+from pipeline.xray.synth import image_rng, image_size, render_image, synthesize
 
 
 def synth_loop(ids, difficulty):

@@ -15,7 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipeline.xray.synth import negative_id, write_label_files
+from pipeline.layout import negative_id
+from pipeline.xray.synth import write_label_files
 
 POSITIVES = 8_929
 NEGATIVES = 1_050_302

@@ -35,11 +35,11 @@ from pipeline.atomic import writes_folder
 from pipeline.classes import CLASSES
 from pipeline.distribute import die_with_parent
 from pipeline.errors import MissingInputError, UsageError
+from pipeline.layout import IMAGE_DIR, JPEG_SUFFIXES
 from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes, printable
 
 SPLITS = ("all", "train", "val", "test")
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 ROW_GROUP = 8192
 
 
@@ -71,7 +71,7 @@ def scan_units(path: str | Path, *, split: str = "all", val_fraction: float = 0.
     if path.is_dir():
         if split != "all":
             raise UsageError(f"{path}: a folder of JPEGs has no splits; --split is for shards and manifests")
-        units = folder_units(path / "JPEGImage" if (path / "JPEGImage").is_dir() else path)
+        units = folder_units(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path)
         return units, len(units)
     raise MissingInputError(f"{path}: not a folder of JPEGs, a build-shards folder or a manifest .parquet")
 

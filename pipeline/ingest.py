@@ -37,13 +37,21 @@ from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError
 from pipeline.hashing import content_key
-from pipeline.labels import build_labels, list_label_files, read_annotation, read_labels_summary, summary_path
-from pipeline.schema import BOX, MANIFEST_SCHEMA, PROBLEMS, TIP_PREFIX, USABLE_STATUSES, manifest_metadata
+from pipeline.labels import build_labels, read_labels_summary, summary_path
+from pipeline.layout import (
+    ANNOTATION_DIR,
+    IMAGE_DIR,
+    JPEG_SUFFIXES,
+    TIP_PREFIX,
+    image_id,
+    list_label_files,
+    read_annotation,
+)
+from pipeline.schema import BOX, MANIFEST_SCHEMA, PROBLEMS, USABLE_STATUSES, manifest_metadata
 from pipeline.split import register_split_hash, split_sql
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file, printable, unread
 
-IMAGE_DIR, ANNOTATION_DIR = "JPEGImage", "Annotation"
-IMAGE_SUFFIXES = (b"jpg", b"jpeg")
+IMAGE_SUFFIXES = tuple(s[1:].encode() for s in JPEG_SUFFIXES)
 SCAN_BATCH = 65_536
 """File names gathered as Python bytes before they move into a numpy array."""
 ROW_GROUP_SIZE = 65_536
@@ -68,11 +76,6 @@ FILE_SCHEMA = pa.schema([
 XML_SCHEMA = pa.schema([("boxes", pa.list_(BOX)), ("has_xml", pa.bool_()),
                         ("xml_problems", pa.list_(PROBLEM))])
 CHUNK_SCHEMA = pa.schema([*FILE_SCHEMA, *XML_SCHEMA])
-
-
-def image_id(name: str) -> str:
-    """The file name before its last dot (rpartition: three times os.path.splitext's speed)."""
-    return name.rpartition(".")[0]
 
 
 def list_images(raw: Path) -> tuple[np.ndarray, np.ndarray]:

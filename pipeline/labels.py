@@ -1,4 +1,5 @@
-"""Read the inspectors' labels: every CSV under `ImageSet/` (union, conflicts) and `Annotation/*.xml` boxes.
+"""Read the inspectors' labels: every CSV under `ImageSet/` (union, conflicts); the files' layout and the
+annotation XMLs are pipeline/layout.py's.
 
 Each CSV is read once by Python's csv module, which takes what hand-edited files hold (a UTF-8 BOM,
 CRLF and LF lines mixed, blank lines, trailing spaces and commas, extra columns), into a narrow
@@ -7,14 +8,12 @@ other than 1, 0 or -1 becomes a problem naming its file and line, on its id's ma
 that cannot be a label file at all (empty, wrong header, wrong delimiter) is skipped and reported.
 duckdb then aggregates those rows, streaming and spilling, into one labels Parquet row per id; a
 million label rows never become Python objects at once. XMLs are tiny and per image, so the ingest
-chunk tasks parse them next to the image they belong to.
+chunk tasks parse them (layout.read_annotation) next to the image they belong to.
 """
 
 import csv
 import json
-import math
 import shutil
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import duckdb
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, write_json
 from pipeline.classes import ALL_CLASSES, CLASSES, normalise_class
 from pipeline.errors import DataError
+from pipeline.layout import list_label_files, official_name
 
 VALID_VALUES = ("1", "0", "-1")
 """1 present, -1 absent, 0 'difficult' (present for training, ignored by AP)."""
@@ -40,17 +40,6 @@ ROWS_BATCH = 65_536
 
 class LabelFileError(DataError):
     """A label file that cannot be read at all (as opposed to a bad row, which becomes a status)."""
-
-
-def list_label_files(raw: Path) -> list[Path]:
-    """Every CSV under ImageSet/, at any depth, in a fixed (sorted) order."""
-    root = Path(raw) / "ImageSet"
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
-
-
-def official_name(raw: Path, csv_path: Path) -> str:
-    """'ImageSet/100/test_new.csv' -> '100/test_new': the file's path under ImageSet without '.csv'."""
-    return Path(csv_path).relative_to(Path(raw) / "ImageSet").with_suffix("").as_posix()
 
 
 def open_label_file(csv_path: Path):
@@ -309,37 +298,3 @@ def read_labels_summary(labels: Path) -> dict:
     return json.loads(summary_path(labels).read_text())
 
 
-def read_annotation(path: Path, raw: Path) -> tuple[list[dict], list[dict]]:
-    """Boxes of one VOC XML and the problems found: (boxes, [{'status', 'error'}]).
-
-    Objects with an empty name or no box are skipped (they occur in the release); a box with a class
-    outside the vocabulary is dropped and reported as unknown_class; unparsable XML or coordinates
-    are bad_xml.
-    """
-    rel = Path(path).relative_to(raw).as_posix()
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, LookupError, ValueError, UnicodeError) as exc:  # LookupError: unknown encoding
-        return [], [{"status": "bad_xml", "error": f"{rel}: malformed XML ({exc})"}]
-    except OSError as exc:
-        return [], [{"status": "bad_xml", "error": f"{rel}: cannot read it ({exc.strerror})"}]
-    boxes, problems = [], []
-    for obj in root.iter("object"):
-        name, bndbox = (obj.findtext("name") or "").strip(), obj.find("bndbox")
-        if not name or bndbox is None:
-            continue
-        cls = normalise_class(name)
-        if cls is None:
-            problems.append({"status": "unknown_class", "error": f"{rel}: unknown class {name!r}"})
-            continue
-        try:
-            coords = {k: float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")}
-        except (TypeError, ValueError):
-            error = f"{rel}: {name} box has a missing or bad coordinate"
-            problems.append({"status": "bad_xml", "error": error})
-            continue
-        if not all(map(math.isfinite, coords.values())):  # nan, inf: never into a manifest, COCO or YOLO
-            problems.append({"status": "bad_xml", "error": f"{rel}: {name} box has a non-finite coordinate"})
-            continue
-        boxes.append({"cls": cls, **coords})
-    return boxes, problems

@@ -69,8 +69,6 @@ USABLE_STATUSES = tuple(USABLE)
 SOURCES = ("real", "synth", "tip")
 """Where a scan comes from: a scanner ('real'), `pipeline synth` (its folder holds `.synth/params.json`)
 or `pipeline tip` (ids starting with TIP_PREFIX); ingest sets it."""
-TIP_PREFIX = "T"
-"""TIP scan ids are 'T' + 7 digits (`pipeline tip`); the release's are 'P' + 5 and 'N' + 7 digits."""
 
 
 SCHEMA_VERSION = 1

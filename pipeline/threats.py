@@ -49,8 +49,8 @@ from pipeline.classes import ALL_CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key
-from pipeline.labels import read_annotation
-from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, TIP_PREFIX, USABLE_STATUSES, check_manifest
+from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, TIP_PREFIX, positive_id, read_annotation
+from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, USABLE_STATUSES, check_manifest
 from pipeline.xray import physics
 
 FORMAT = 1
@@ -169,7 +169,7 @@ def cut_chunk(task: dict) -> dict:
     raw, out = Path(task["raw"]), Path(task["out"])
     rows, drops = [], Counter()
     for scan_id, xml, split in task["scans"]:
-        boxes, _ = read_annotation(raw / "Annotation" / xml, raw)
+        boxes, _ = read_annotation(raw / ANNOTATION_DIR / xml, raw)
         boxes = [b for b in boxes if b["cls"] in ALL_CLASSES]
         if not boxes:
             continue
@@ -203,7 +203,7 @@ def _row(tid, cls, layer, scan_id, shape, coords, split, clutter, origin) -> dic
 
 def _image_path(raw: Path, scan_id: str) -> Path | None:
     for suffix in (".jpg", ".jpeg", ".JPG", ".JPEG"):
-        path = raw / "JPEGImage" / f"{scan_id}{suffix}"
+        path = raw / IMAGE_DIR / f"{scan_id}{suffix}"
         if path.exists():
             return path
     return None
@@ -244,7 +244,7 @@ def list_boxed_scans(raw: Path, split: str, splits: dict | None,
                      only_listed: bool = False) -> list[tuple[str, str, str | None]]:
     """(id, XML name, split) of every scan to cut, sorted by id (TIP scans left out; with only_listed,
     the ids `splits` does not list too)."""
-    folder = Path(raw) / "Annotation"
+    folder = Path(raw) / ANNOTATION_DIR
     names = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".xml")) \
         if folder.is_dir() else []
     scans = []
@@ -272,7 +272,7 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
     if split not in SPLIT_CHOICES:
         raise UsageError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
     raw = Path(raw).resolve()
-    if not (raw / "JPEGImage").is_dir():
+    if not (raw / IMAGE_DIR).is_dir():
         raise MissingInputError(f"{raw}: no JPEGImage/ folder; is this a SIXray raw root?")
     splits = manifest_splits(Path(manifests), raw, subset)
     if subset and splits is None:
@@ -417,7 +417,6 @@ def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float =
     """The threats of `pipeline synth`'s positives P00001.. drawn alone, as the collection
     `out/<name>/` (name: 'synth-<seed>'). Fresh draws (their own generator stream), not copies of the
     scans' threats, so they carry no split."""
-    from pipeline.xray.synth import positive_id
 
     name = name or f"synth-{seed}"
     collection = Path(out) / name

@@ -45,10 +45,21 @@ from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key, stable_hash, stable_hashes
-from pipeline.schema import TIP_PREFIX, USABLE_STATUSES
+from pipeline.layout import (
+    ANNOTATION_DIR,
+    IMAGE_DIR,
+    JPEG_QUALITY,
+    LABEL_DIR,
+    LABEL_HEADER,
+    TIP_PREFIX,
+    annotation_xml,
+    label_row,
+    tip_id,
+)
+from pipeline.schema import USABLE_STATUSES
 from pipeline.threats import read_library
 from pipeline.xray import physics
-from pipeline.xray.synth import JPEG_QUALITY, LABEL_HEADER, annotation_xml, box_area, label_row
+from pipeline.xray.synth import box_area
 
 FORMAT = 3
 """Bump when a TIP scan's bytes change for the same inputs: chunk keys hold it."""
@@ -78,10 +89,6 @@ INDEX_SCHEMA = pa.schema(
         ("boxes", pa.list_(pa.list_(pa.float32()))),  # xmin, ymin, xmax, ymax
     ]
 )
-
-
-def tip_id(number: int) -> str:
-    return f"{TIP_PREFIX}{number:07d}"
 
 
 # ---------------------------------------------------------------- one scan
@@ -251,9 +258,9 @@ def tip_chunk(task: dict) -> dict:
             image, boxes, used = project(rng, im.convert("RGB") if im.mode != "RGB" else im, layers)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-        write_bytes_unsynced(out / "JPEGImage" / f"{image_id}.jpg", buffer.getvalue())
+        write_bytes_unsynced(out / IMAGE_DIR / f"{image_id}.jpg", buffer.getvalue())
         xml = annotation_xml(image_id, image.width, image.height, boxes)
-        write_bytes_unsynced(out / "Annotation" / f"{image_id}.xml", xml.encode())
+        write_bytes_unsynced(out / ANNOTATION_DIR / f"{image_id}.xml", xml.encode())
         total += buffer.tell()
         placed = [rows[picks[k]] for k in used]
         records.append({"id": image_id, "background": background,
@@ -378,8 +385,8 @@ def remove_beyond(out: Path, count: int) -> None:
     for marker in sorted((out / ".tip").glob("chunk-*.json")):
         for r in json.loads(marker.read_text())["records"]:
             if int(r["id"][len(TIP_PREFIX) :]) > count:
-                (out / "JPEGImage" / f"{r['id']}.jpg").unlink(missing_ok=True)
-                (out / "Annotation" / f"{r['id']}.xml").unlink(missing_ok=True)
+                (out / IMAGE_DIR / f"{r['id']}.jpg").unlink(missing_ok=True)
+                (out / ANNOTATION_DIR / f"{r['id']}.xml").unlink(missing_ok=True)
 
 
 def finish(out: Path, n_chunks: int) -> list[dict]:
@@ -390,7 +397,7 @@ def finish(out: Path, n_chunks: int) -> list[dict]:
             marker.unlink()
     index = [r for chunk in range(n_chunks) for r in json.loads(_marker(out, chunk).read_text())["records"]]
     lines = [label_row(r["id"], r["classes"]) for r in index]
-    with atomic_path(out / "ImageSet" / "tip" / "train.csv") as tmp:
+    with atomic_path(out / LABEL_DIR / "tip" / "train.csv") as tmp:
         tmp.write_text(LABEL_HEADER + "".join(lines), newline="")
     write_parquet(out / ".tip" / "index.parquet", pa.Table.from_pylist(index, schema=INDEX_SCHEMA))
     return index
@@ -408,7 +415,7 @@ def contact_sheet(out: Path, records: list[dict], path, *, tile: int = 320, colu
     rows = max(1, -(-len(records) // columns))
     sheet = Image.new("RGB", (columns * tile, rows * tile), (64, 64, 64))
     for k, r in enumerate(records):
-        with Image.open(Path(out) / "JPEGImage" / f"{r['id']}.jpg") as im:
+        with Image.open(Path(out) / IMAGE_DIR / f"{r['id']}.jpg") as im:
             image = im.convert("RGB")
         pen = ImageDraw.Draw(image)
         for cls, box in zip(r["classes"], r["boxes"], strict=True):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.classes import CLASSES
+from pipeline.layout import negative_id, positive_id
 from pipeline.xray import real_stats as stats
 from pipeline.xray.physics import attenuation, colourise
 from pipeline.xray.render import Scene, render_scan
@@ -22,9 +23,7 @@ from pipeline.xray.synth import (
     _subset,
     draw_threats,
     image_size,
-    negative_id,
     positive_classes,
-    positive_id,
     synthesize,
 )
 

@@ -16,13 +16,13 @@ from PIL import Image
 from pipeline.classes import CLASSES
 from pipeline.cli import main
 from pipeline.ingest import ingest
-from pipeline.labels import read_annotation
+from pipeline.layout import JPEG_QUALITY, read_annotation, tip_id
 from pipeline.shards import build_shards
 from pipeline.stats import compute_stats, format_stats
 from pipeline.threats import build_threats, extract_layer, read_library, synth_collection
-from pipeline.tip import absorbing_box, make_tip, project, tip_id
+from pipeline.tip import absorbing_box, make_tip, project
 from pipeline.xray import physics
-from pipeline.xray.synth import JPEG_QUALITY, synthesize
+from pipeline.xray.synth import synthesize
 
 
 def threat_layer(h=40, w=60) -> np.ndarray:

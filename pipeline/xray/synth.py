@@ -20,10 +20,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, writes_folder
-from pipeline.classes import CLASSES, CSV_COLUMNS
+from pipeline.classes import CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import UsageError
 from pipeline.hashing import stable_hash
+from pipeline.layout import (
+    ANNOTATION_DIR,
+    IMAGE_DIR,
+    JPEG_QUALITY,
+    LABEL_DIR,
+    LABEL_HEADER,
+    annotation_xml,
+    label_row,
+    negative_id,
+    positive_id,
+)
 from pipeline.xray import real_stats as stats
 from pipeline.xray.render import render_scan
 
@@ -32,17 +43,8 @@ DEFAULT_NEGATIVES = 1_050_302
 """The paper's Table 1 at full scale."""
 SUBSETS = (10, 100, 1000)
 TEST_SHARE = 0.2
-JPEG_QUALITY = 75
 """The real scans' quantisation tables are libjpeg's quality 75 (4:2:0)."""
 MIN_SIDE = 32
-
-
-def positive_id(number: int) -> str:
-    return f"P{number:05d}"
-
-
-def negative_id(number: int) -> str:
-    return f"N{number:07d}"
 
 
 def image_rng(seed: int, salt: str, image_id: str) -> np.random.Generator:
@@ -108,21 +110,6 @@ def render_image(seed: int, image_id: str, size_factor: float, difficulty: float
     return buffer.getvalue(), (annotation_xml(image_id, width, height, boxes) if positive else None)
 
 
-def annotation_xml(image_id: str, width: int, height: int, boxes) -> str:
-    """VOC XML laid out byte for byte like the real release's files."""
-    objects = "".join(
-        f"<object><name>{cls.capitalize()}</name><pose>Unspecified</pose><truncated>0</truncated>"
-        f"<difficult>0</difficult><bndbox><xmin>{x0:.3f}</xmin><ymin>{y0:.3f}</ymin>"
-        f"<xmax>{x1:.3f}</xmax><ymax>{y1:.3f}</ymax></bndbox></object>\n"
-        for cls, x0, y0, x1, y1 in boxes
-    )
-    return (
-        f"<annotation><folder>JPEGImage</folder><filename>{image_id}.jpg</filename>\n"
-        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>\n"
-        f"{objects}</annotation>\n"
-    )
-
-
 # ---------------------------------------------------------------- chunks of images
 
 
@@ -132,9 +119,9 @@ def write_chunk(task: dict) -> dict:
     total = 0
     for image_id in task["ids"]:
         jpeg, xml = render_image(task["seed"], image_id, task["size_factor"], task["difficulty"])
-        write_bytes_unsynced(out / "JPEGImage" / f"{image_id}.jpg", jpeg)
+        write_bytes_unsynced(out / IMAGE_DIR / f"{image_id}.jpg", jpeg)
         if xml is not None:
-            write_bytes_unsynced(out / "Annotation" / f"{image_id}.xml", xml.encode())
+            write_bytes_unsynced(out / ANNOTATION_DIR / f"{image_id}.xml", xml.encode())
         total += len(jpeg)
     summary = {"chunk": task["chunk"], "count": len(task["ids"]), "bytes": total}
     write_json(_marker(out, task["chunk"]), {**summary, "first": task["ids"][0], "last": task["ids"][-1]})
@@ -167,7 +154,7 @@ def write_label_files(out: Path, seed: int, positives: int, negatives: int) -> d
     for ratio in SUBSETS:
         members = _subset(ratio, seed, pos_ids, labels, neg_rank)
         test = _test_members(seed, members, labels)
-        counts[ratio] = _write_subset(out / "ImageSet" / str(ratio), members, labels, test)
+        counts[ratio] = _write_subset(out / LABEL_DIR / str(ratio), members, labels, test)
     return counts
 
 
@@ -214,15 +201,6 @@ def _test_members(seed: int, members: dict, labels) -> set:
     chosen = numbers[np.argsort(hashes, kind="stable")[: round(TEST_SHARE * len(numbers))]]
     test.update(negative_id(int(n)) for n in chosen)
     return test
-
-
-LABEL_HEADER = "name," + ",".join(CSV_COLUMNS) + "\r\n"
-"""A label file's header; the release's files use CRLF."""
-
-
-def label_row(image_id: str, classes) -> str:
-    """One label-file line: 1 for each class in `classes`, -1 for the others."""
-    return f"{image_id}," + ",".join("1" if c in classes else "-1" for c in CLASSES) + "\r\n"
 
 
 def _write_subset(folder: Path, members: dict, labels, test: set) -> dict:
