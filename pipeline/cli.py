@@ -42,7 +42,7 @@ def synth_command(out, positives, negatives, size_factor, difficulty, seed, chun
     for ratio, splits in s["subsets"].items():
         click.echo(f"  SIXray{ratio:<5} train {splits['train']:>9}  test {splits['test']:>8}")
     if threats_out:
-        from pipeline.threats import synth_collection
+        from pipeline.xray.alone import synth_collection
 
         t = synth_collection(threats_out, positives=positives, seed=seed, size_factor=size_factor,
                              difficulty=difficulty, chunk_size=chunk_size, workers=workers,

@@ -23,16 +23,14 @@ manifest (ingest's, with our split) and skips the rest; `'all'` keeps every one 
 threat scans on an empty belt, with no labels), and records each id's split where a manifest gives one.
 `pipeline tip` never uses a layer whose split is 'test'.
 
-`synth_collection` writes the same format from the generator: each threat drawn alone on an empty belt
-(no bag), rendered by the same physics, cut to its box.
+The collection's format is pipeline/library.py's; pipeline/xray/alone.py writes the same format from
+the generator (`pipeline synth --threats`).
 
 Resumable like every stage: ids are cut in chunks, one task per chunk; a chunk's marker JSON (its
 rows and drop counts, keyed by a hash of its ids and the settings) is written last, so a rerun skips
 finished chunks; the index and `summary.json` are rebuilt from the markers at the end.
 """
 
-import io
-import json
 import math
 import os
 import time
@@ -40,16 +38,23 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
+from pipeline.atomic import write_json, writes_folder
 from pipeline.classes import ALL_CLASSES
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key
-from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, TIP_PREFIX, positive_id, read_annotation
+from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, TIP_PREFIX, read_annotation
+from pipeline.library import (
+    claim_collection,
+    finish_collection,
+    library_row,
+    marker_path,
+    threat_id,
+    write_layer,
+)
 from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, USABLE_STATUSES, check_manifest
 from pipeline.xray import physics
 
@@ -67,22 +72,6 @@ MIN_SIGNAL = 0.15
 OUTLIER_SIGMAS = 2.5
 SPLIT_CHOICES = ("train", "test", "all")
 
-LIBRARY_SCHEMA = pa.schema(
-    [
-        ("threat", pa.string()),  # '<scan id>-<k>', unique in a collection
-        ("cls", pa.string()),  # ALL_CLASSES
-        ("layer", pa.string()),  # PNG path relative to the collection folder
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("scan", pa.string()),  # the scan the threat was cut from
-        ("scan_width", pa.int32()),
-        ("scan_height", pa.int32()),
-        ("box", pa.list_(pa.float32())),  # xmin, ymin, xmax, ymax in the scan
-        ("split", pa.string()),  # the scan's split in the raw folder's manifest; null if none
-        ("clutter", pa.float32()),  # robust sigma of the ring around the fitted bag (-ln T)
-        ("origin", pa.string()),  # 'scan' (cut from a scan) | 'synth' (drawn alone by the generator)
-    ]
-)
 
 
 # ---------------------------------------------------------------- one crop
@@ -160,10 +149,6 @@ def extract_layer(scan: np.ndarray, box) -> tuple[np.ndarray | None, dict]:
 # ---------------------------------------------------------------- chunks
 
 
-def threat_id(scan_id: str, k: int) -> str:
-    return f"{scan_id}-{k}"
-
-
 def cut_chunk(task: dict) -> dict:
     """Cut every box of a chunk of scans into layers; the marker JSON (rows, drops) is written last."""
     raw, out = Path(task["raw"]), Path(task["out"])
@@ -186,19 +171,12 @@ def cut_chunk(task: dict) -> dict:
                 drops[facts["drop"]] += 1
                 continue
             tid = threat_id(scan_id, k)
-            _write_png(out / "layers" / f"{tid}.png", layer)
-            rows.append(_row(tid, b["cls"], layer, scan_id, scan.shape, coords, split, facts["clutter"],
-                             "scan"))
+            write_layer(out / "layers" / f"{tid}.png", layer)
+            rows.append(library_row(tid, b["cls"], layer, scan_id, scan.shape, coords, split,
+                                    facts["clutter"], "scan"))
     marker = {"key": task["key"], "count": len(task["scans"]), "rows": rows, "drops": dict(drops)}
-    write_json(_marker(out, task["key"]), marker)
+    write_json(marker_path(out, task["key"]), marker)
     return {"count": len(task["scans"]), "layers": len(rows), "drops": dict(drops)}
-
-
-def _row(tid, cls, layer, scan_id, shape, coords, split, clutter, origin) -> dict:
-    return {"threat": tid, "cls": cls, "layer": f"layers/{tid}.png", "width": int(layer.shape[1]),
-            "height": int(layer.shape[0]), "scan": scan_id, "scan_width": int(shape[1]),
-            "scan_height": int(shape[0]), "box": [round(float(c), 3) for c in coords], "split": split,
-            "clutter": clutter, "origin": origin}
 
 
 def _image_path(raw: Path, scan_id: str) -> Path | None:
@@ -207,17 +185,6 @@ def _image_path(raw: Path, scan_id: str) -> Path | None:
         if path.exists():
             return path
     return None
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
-    with atomic_path(path) as tmp:  # no fsync per file: the chunk marker is fsynced, and written last
-        tmp.write_bytes(buffer.getvalue())
-
-
-def _marker(out: Path, key: str) -> Path:
-    return out / ".threats" / f"chunk-{key}.json"
 
 
 # ---------------------------------------------------------------- which scans
@@ -283,14 +250,14 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
                          "threats are train), or pass --split all")
     name = name or raw.name
     collection = Path(out) / name
-    _claim(collection, {"raw": str(raw), "split": split, "origin": "scan",
+    claim_collection(collection, {"raw": str(raw), "split": split, "origin": "scan",
                         **({"subset": str(Path(subset).resolve())} if subset else {})})
     scans = list_boxed_scans(raw, split, splits, only_listed=subset is not None)
     keys, todo = [], []
     for start in range(0, len(scans), chunk_size):
         chunk = scans[start : start + chunk_size]
         keys.append(content_key([FORMAT, str(raw), chunk], 12))
-        if not _marker(collection, keys[-1]).exists():
+        if not marker_path(collection, keys[-1]).exists():
             todo.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": keys[-1]})
     started = time.perf_counter()
     for _ in run_tasks(cut_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
@@ -299,141 +266,3 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
     summary = finish_collection(collection, keys)
     return {**summary, "collection": str(collection), "scans": len(scans),
             "skipped_chunks": len(keys) - len(todo), "seconds": round(time.perf_counter() - started, 2)}
-
-
-def finish_collection(collection: Path, keys: list[str]) -> dict:
-    """index.parquet and summary.json from the chunk markers of `keys`; markers of other keys (an older
-    input) and the layers only they listed are deleted."""
-    rows, drops = [], Counter()
-    for key in keys:
-        marker = json.loads(_marker(collection, key).read_text())
-        rows += marker["rows"]
-        drops.update(marker["drops"])
-    rows.sort(key=lambda r: r["threat"])
-    write_parquet(collection / "index.parquet", pa.Table.from_pylist(rows, schema=LIBRARY_SCHEMA))
-    kept = {f"chunk-{k}.json" for k in keys}
-    for stale in (collection / ".threats").glob("chunk-*.json"):
-        if stale.name not in kept:
-            stale.unlink()
-    listed = {Path(r["layer"]).name for r in rows}
-    layers = collection / "layers"
-    if layers.is_dir():
-        for path in layers.iterdir():
-            if path.name not in listed:
-                path.unlink()
-    per_class = Counter(r["cls"] for r in rows)
-    boxes = len(rows) + sum(drops.values())
-    summary = {"layers": len(rows), "boxes": boxes, "dropped": dict(sorted(drops.items())),
-               "per_class": {c: per_class[c] for c in ALL_CLASSES if per_class[c]},
-               "per_split": dict(sorted(Counter(r["split"] or "none" for r in rows).items()))}
-    write_json(collection / "summary.json", summary)
-    return summary
-
-
-def _claim(collection: Path, params: dict) -> None:
-    """Record what the collection is made from; refuse to mix another folder or split into it."""
-    path = collection / ".threats" / "params.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != params:
-            raise UsageError(f"{path}: {collection} holds threats of {previous}, not {params}; use another "
-                             "--name")
-        return
-    write_json(path, params)
-
-
-# ---------------------------------------------------------------- reading a library
-
-
-def read_library(threats) -> pa.Table:
-    """Every collection's index under `threats/` (LIBRARY_SCHEMA plus 'collection'), sorted by
-    collection then threat; 'layer' becomes a path relative to `threats/`."""
-    root = Path(threats)
-    tables = []
-    for index in sorted(root.glob("*/index.parquet")):
-        table = pq.read_table(index).select(LIBRARY_SCHEMA.names).cast(LIBRARY_SCHEMA)
-        name = index.parent.name
-        layers = [f"{name}/{p}" for p in table["layer"].to_pylist()]
-        column = table.schema.get_field_index("layer")
-        table = table.set_column(column, "layer", pa.array(layers, pa.string()))
-        tables.append(table.append_column("collection", pa.array([name] * len(table), pa.string())))
-    if not tables:
-        return LIBRARY_SCHEMA.append(pa.field("collection", pa.string())).empty_table()
-    return pa.concat_tables(tables)
-
-
-# ---------------------------------------------------------------- threats drawn by the generator
-
-
-def synth_chunk(task: dict) -> dict:
-    """Draw the threats of a chunk of synthetic positives alone on an empty belt, one layer per box."""
-    from pipeline.xray.synth import draw_threats, image_rng, image_size
-
-    out = Path(task["out"])
-    rows = []
-    for scan_id in task["ids"]:
-        rng = image_rng(task["seed"], "synth-threat-alone", scan_id)
-        width, height = image_size(rng, task["size_factor"])
-        threats = draw_threats(image_rng(task["seed"], "synth-labels", scan_id), task["difficulty"])
-        for k, (cls, area) in enumerate(threats):
-            layer = draw_alone(rng, cls, area, width, height, task["difficulty"])
-            if layer is None:
-                continue
-            tid = threat_id(scan_id, k)
-            _write_png(out / "layers" / f"{tid}.png", layer)
-            box = (0, 0, layer.shape[1], layer.shape[0])  # the layer is all of its (threat-only) scan
-            rows.append(_row(tid, cls, layer, scan_id, (height, width), box, None, 0.0, "synth"))
-    write_json(_marker(out, task["key"]), {"key": task["key"], "count": len(task["ids"]), "rows": rows,
-                                           "drops": {}})
-    return {"count": len(task["ids"]), "layers": len(rows)}
-
-
-def draw_alone(rng, cls: str, area: float, width: int, height: int, difficulty: float) -> np.ndarray | None:
-    """One threat of class `cls` whose box covers `area` of a width x height scan, drawn alone (no bag, no
-    clutter) and rendered by the generator's physics, cut to its box: a layer (8-bit, 255 = transparent)."""
-    from pipeline.xray import shapes
-    from pipeline.xray.render import Scene
-
-    parts = shapes.THREATS[cls](rng)
-    angle = rng.uniform(0, 2 * math.pi)
-    squash = math.cos(rng.uniform(0, 0.3 + 0.9 * difficulty))
-    c, s = math.cos(angle), math.sin(angle)
-    pts = np.concatenate([p[2] for p in parts]) @ np.array([[c, s * squash], [-s, c * squash]], np.float32)
-    span = np.maximum(pts.max(axis=0) - pts.min(axis=0), 1e-3)
-    scale = math.sqrt(area * width * height / float(span[0] * span[1]))
-    side_w, side_h = math.ceil(span[0] * scale) + 24, math.ceil(span[1] * scale) + 24
-    scene = Scene(side_w, side_h)
-    box = scene.draw(parts, side_w / 2, side_h / 2, scale, angle=angle, squash=squash,
-                     density=rng.uniform(0.7, 1.2) * (1 - 0.3 * difficulty))
-    if box is None:
-        return None
-    image = np.asarray(scene.render(rng, noise=0.05))
-    x0, y0, x1, y1 = box
-    return np.ascontiguousarray(image[y0:y1, x0:x1])
-
-
-def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float = 1.0, difficulty: float = 0.5,
-                     name: str | None = None, chunk_size: int = 200, workers=None, scheduler=None) -> dict:
-    """The threats of `pipeline synth`'s positives P00001.. drawn alone, as the collection
-    `out/<name>/` (name: 'synth-<seed>'). Fresh draws (their own generator stream), not copies of the
-    scans' threats, so they carry no split."""
-
-    name = name or f"synth-{seed}"
-    collection = Path(out) / name
-    params = {"origin": "synth", "seed": seed, "size_factor": size_factor, "difficulty": difficulty}
-    _claim(collection, params)
-    ids = [positive_id(i) for i in range(1, positives + 1)]
-    keys, todo = [], []
-    for start in range(0, len(ids), chunk_size):
-        chunk = ids[start : start + chunk_size]
-        key = content_key([FORMAT, "synth", seed, size_factor, difficulty, chunk], 12)
-        keys.append(key)
-        if not _marker(collection, key).exists():
-            todo.append({"out": str(collection), "ids": chunk, "key": key, "seed": seed,
-                         "size_factor": size_factor, "difficulty": difficulty})
-    for _ in run_tasks(synth_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
-                       unit="scan", total=sum(len(t["ids"]) for t in todo)):
-        pass
-    return {**finish_collection(collection, keys), "collection": str(collection), "scans": len(ids),
-            "skipped_chunks": len(keys) - len(todo)}
-

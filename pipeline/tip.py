@@ -56,8 +56,8 @@ from pipeline.layout import (
     label_row,
     tip_id,
 )
+from pipeline.library import read_library
 from pipeline.schema import USABLE_STATUSES
-from pipeline.threats import read_library
 from pipeline.xray import physics
 from pipeline.xray.synth import box_area
 

@@ -17,11 +17,13 @@ from pipeline.classes import CLASSES
 from pipeline.cli import main
 from pipeline.ingest import ingest
 from pipeline.layout import JPEG_QUALITY, read_annotation, tip_id
+from pipeline.library import read_library
 from pipeline.shards import build_shards
 from pipeline.stats import compute_stats, format_stats
-from pipeline.threats import build_threats, extract_layer, read_library, synth_collection
+from pipeline.threats import build_threats, extract_layer
 from pipeline.tip import absorbing_box, make_tip, project
 from pipeline.xray import physics
+from pipeline.xray.alone import synth_collection
 from pipeline.xray.synth import synthesize
 
 
