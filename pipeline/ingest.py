@@ -32,11 +32,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
-from pipeline.classes import CLASSES
 from pipeline.db import spilling_connection
 from pipeline.distribute import run_tasks
 from pipeline.errors import MissingInputError
 from pipeline.hashing import content_key
+from pipeline.ingest_sql import images_relation, manifest_query, splits_query, sql_text
 from pipeline.labels import build_labels, read_labels_summary, summary_path
 from pipeline.layout import (
     ANNOTATION_DIR,
@@ -47,8 +47,8 @@ from pipeline.layout import (
     list_label_files,
     read_annotation,
 )
-from pipeline.schema import BOX, MANIFEST_SCHEMA, PROBLEMS, USABLE_STATUSES, manifest_metadata
-from pipeline.split import register_split_hash, split_sql
+from pipeline.schema import BOX, MANIFEST_SCHEMA, USABLE_STATUSES, manifest_metadata
+from pipeline.split import register_split_hash
 from pipeline.validate import DEFAULT_MAX_PIXELS, inspect_file, printable, unread
 
 IMAGE_SUFFIXES = tuple(s[1:].encode() for s in JPEG_SUFFIXES)
@@ -318,37 +318,8 @@ def labels_part(raw: Path, work: Path, con: duckdb.DuckDBPyConnection) -> Path:
     return path
 
 
-EMPTY_IMAGES = """(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS path, NULL::BIGINT AS bytes,
-    NULL::VARCHAR AS checksum, NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS mode,
-    NULL::UBIGINT AS phash,
-    NULL::STRUCT(cls VARCHAR, xmin FLOAT, ymin FLOAT, xmax FLOAT, ymax FLOAT)[] AS boxes,
-    NULL::BOOLEAN AS has_xml, NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS file_problems,
-    NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS xml_problems WHERE false)"""
-"""The images relation when JPEGImage/ is empty: every label row then becomes a no_image row."""
-
-
-def _sql_list(items) -> str:
-    return "[" + ", ".join(_sql_text(i) for i in items) + "]"
-
-
-def _sql_text(item) -> str:
-    return "'" + str(item).replace("'", "''") + "'"
-
-
 def _images(work: Path, parts: list[dict]) -> str:
-    return f"read_parquet({_sql_list(part_path(work, p['key']) for p in parts)})" if parts else EMPTY_IMAGES
-
-
-def splits_query(images: str, labels: Path) -> str:
-    """(id, split) of the usable rows, sorted by id: those with an image and a label row and no problem
-    at all, which is what a status in USABLE_STATUSES means. Narrow rows, so the global sort is small."""
-    usable = f"""(SELECT l.id, {", ".join(f"l.{c}" for c in CLASSES)}
-        FROM {images} i JOIN read_parquet({_sql_text(labels)}) l ON i.id = l.id
-        WHERE len(i.file_problems) = 0 AND len(i.xml_problems) = 0 AND len(l.problems) = 0)"""
-    # TIP scans are train, always, and left out of the rule: the real rows' split does not move.
-    tip = f"starts_with(id, {_sql_text(TIP_PREFIX)})"
-    real = f"(SELECT * FROM {usable} WHERE NOT {tip})"
-    return f"{split_sql(real)} UNION ALL SELECT id, 'train' AS split FROM {usable} WHERE {tip} ORDER BY id"
+    return images_relation([part_path(work, p["key"]) for p in parts])
 
 
 def range_queries(work: Path, parts: list[dict], labels: Path, splits: Path) -> Iterator[str]:
@@ -357,55 +328,8 @@ def range_queries(work: Path, parts: list[dict], labels: Path, splits: Path) -> 
     in the range where it sorts."""
     bounds = [None] + [p["first"] for p in parts[1:]] + [None]
     for k, part in enumerate(parts or [None]):
-        images = _images(work, [part]) if part else EMPTY_IMAGES
+        images = images_relation([part_path(work, part["key"])] if part else [])
         yield manifest_query(images, labels, splits, bounds[k], bounds[k + 1])
-
-
-def manifest_query(images: str, labels: Path, splits: Path, low: str | None, high: str | None) -> str:
-    """Manifest rows of the ids in [low, high), sorted by id, with status, error and split."""
-    in_range = " AND ".join([f"id >= {_sql_text(low)}"] * (low is not None)
-                            + [f"id < {_sql_text(high)}"] * (high is not None)) or "true"
-    positive = " OR ".join(f"l.{c} = 1" for c in CLASSES)
-    labelled = ", ".join(f"l.{c}" for c in CLASSES)
-    return f"""
-        WITH l AS (SELECT * FROM read_parquet({_sql_text(labels)}) WHERE {in_range}),
-        joined AS (
-            SELECT coalesce(i.id, l.id) AS id, i.path, i.bytes, i.checksum, i.width, i.height, i.mode,
-                   i.phash, {labelled},
-                   CAST(CASE WHEN l.hammer = 1 OR list_contains(list_transform(i.boxes, lambda b: b.cls),
-                                                                'hammer') THEN 1
-                        WHEN l.id IS NOT NULL OR i.has_xml THEN 0 END AS TINYINT) AS hammer,
-                   l.difficult, i.boxes, coalesce(l.official, []) AS official,
-                   list_concat(
-                       CASE WHEN i.id IS NULL THEN [{{'status': 'no_image', 'error': 'labelled in ' ||
-                            array_to_string(l.official, ', ') || ' but no {IMAGE_DIR}/' || l.id || '.jpg'}}]
-                            ELSE list_concat(i.file_problems, i.xml_problems) END,
-                       CASE WHEN l.id IS NULL THEN [{{'status': 'no_label',
-                            'error': i.path || ': no label file under ImageSet/ names ' || i.id}}]
-                            ELSE l.problems END) AS problems,
-                   coalesce({positive}, false) AND len(coalesce(i.boxes, [])) = 0 AS boxless,
-                   i.has_xml
-            FROM {images} i FULL OUTER JOIN l ON i.id = l.id
-        ),
-        ranked AS (
-            SELECT *, list_sort(list_transform(problems, lambda p: {{'rank': list_position(
-                {_sql_list(PROBLEMS)}, p.status), 'status': p.status, 'error': p.error}})) AS ranked
-            FROM joined
-        ),
-        statused AS (
-            SELECT * EXCLUDE (problems, ranked, boxless, has_xml),
-                   CASE WHEN len(ranked) > 0 THEN ranked[1].status
-                        WHEN boxless THEN 'no_boxes' ELSE 'ok' END AS status,
-                   CASE WHEN len(ranked) > 0
-                            THEN array_to_string(list_transform(ranked, lambda p: p.error), '; ')
-                        WHEN boxless AND has_xml THEN {ANNOTATION_DIR!r} || '/' || id || '.xml has no boxes'
-                        WHEN boxless THEN 'positive without {ANNOTATION_DIR}/' || id || '.xml' END AS error
-            FROM ranked
-        )
-        SELECT statused.*, s.split FROM statused
-        LEFT JOIN (SELECT * FROM read_parquet({_sql_text(splits)}) WHERE {in_range}) s ON statused.id = s.id
-        ORDER BY statused.id
-    """
 
 
 def write_manifest(con: duckdb.DuckDBPyConnection, work: Path, parts: list[dict], labels: Path,
@@ -413,7 +337,7 @@ def write_manifest(con: duckdb.DuckDBPyConnection, work: Path, parts: list[dict]
     """Compute the splits, then stream the per-range queries into the manifest, atomically."""
     splits = work / "splits.parquet"
     with atomic_path(splits) as tmp:
-        con.execute(f"COPY ({splits_query(_images(work, parts), labels)}) TO {_sql_text(tmp)} "
+        con.execute(f"COPY ({splits_query(_images(work, parts), labels)}) TO {sql_text(tmp)} "
                     f"(FORMAT parquet, ROW_GROUP_SIZE {RANGE_ROW_GROUP})")
     batches = (batch for query in range_queries(work, parts, labels, splits)
                for batch in con.sql(query).to_arrow_reader(ROW_GROUP_SIZE))
@@ -531,7 +455,7 @@ def remove_stale_temp(out_dir: Path, work: Path) -> None:
 def summarise(con: duckdb.DuckDBPyConnection, manifest: Path, seed: int, label_files: dict) -> dict:
     """Counts per status and split, the label files read and those skipped (`skipped_label_files`,
     each {'file', 'error'}): small, deterministic (no timings), written after the manifest."""
-    rows = con.execute(f"SELECT status, split, count(*) FROM read_parquet({_sql_text(manifest)}) "
+    rows = con.execute(f"SELECT status, split, count(*) FROM read_parquet({sql_text(manifest)}) "
                        "GROUP BY ALL ORDER BY ALL").fetchall()
     by_status, by_split = Counter(), Counter()
     for status, split, n in rows:
