@@ -1,20 +1,32 @@
 """Run independent tasks on every local core or on a Dask cluster, behind one signature.
 
-Each stage (synth, ingest, build-shards) splits its work into picklable tasks that write their own
-output atomically and return a small summary dict. `run_tasks` yields those summaries as they finish,
-with a progress bar; resuming is the stage's job (it leaves finished tasks out of `tasks`). Tasks may
-come from a generator: the local pool takes them as it goes, so a stage never holds them all.
+Each stage (synth, ingest, build-shards, threats, tip) splits its work into picklable tasks that write
+their own output atomically and return a small summary dict. `run_tasks` yields those summaries as they
+finish, with a progress bar. Tasks may come from a generator: the local pool takes them as it goes, so a
+stage never holds them all.
+
+`run_chunks` is the one resumable loop of synth, threats and tip: each `Chunk` carries the key of
+everything its output depends on, its worker writes the output and then the chunk's marker (`mark_done`)
+last, and a rerun leaves out the chunks whose marker holds their key. (Ingest and build-shards keep their
+own test of done: ingest's key needs the files' stats, taken in the worker; a shard's marker holds a
+content hash and a size.)
 """
 
 import ctypes
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from itertools import chain, islice
+from pathlib import Path
 
 from tqdm import tqdm
+
+from pipeline.atomic import write_json
+from pipeline.errors import UsageError
 
 
 def default_workers() -> int:
@@ -103,3 +115,57 @@ def _dask(fn, tasks, scheduler):
     finally:
         if client is not scheduler:
             client.close()
+
+
+# ---------------------------------------------------------------- resumable chunks
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A resumable piece of a stage's work, handed to a worker: `key` hashes everything its output depends
+    on; the worker writes its output, then calls `mark_done`, which writes `marker` last. A stage's
+    subclass adds the fields its worker needs and its size (`__len__`, for the progress bar)."""
+
+    key: str
+    marker: str
+
+    def __len__(self) -> int:
+        return 1
+
+
+def is_done(chunk: Chunk) -> bool:
+    """The chunk's marker exists and holds its key. A marker from before markers held keys counts as
+    done: the stage's claimed parameters already match (see `claim`)."""
+    try:
+        return json.loads(Path(chunk.marker).read_bytes()).get("key", chunk.key) == chunk.key
+    except (OSError, ValueError):
+        return False
+
+
+def mark_done(chunk: Chunk, record: dict) -> None:
+    """Write the chunk's marker (its record and key), synced: call it after its output is written."""
+    write_json(chunk.marker, {**record, "key": chunk.key})
+
+
+def run_chunks(fn: Callable[[Chunk], dict], chunks: Iterable[Chunk], *, desc: str, unit: str = "img",
+               workers: int | None = None, scheduler=None) -> tuple[list[dict], int]:
+    """fn on every chunk not done yet, on every core (or a Dask cluster); return the results of the chunks
+    run now and how many were done before."""
+    chunks = list(chunks)
+    todo = [c for c in chunks if not is_done(c)]
+    results = list(run_tasks(fn, todo, workers=workers, scheduler=scheduler, desc=desc, unit=unit,
+                             total=sum(map(len, todo))))
+    return results, len(chunks) - len(todo)
+
+
+def claim(path: Path, params: dict, advice: str) -> None:
+    """Record in `path` the parameters a resumable output is made with, or refuse (UsageError) to resume
+    one made with others, which would mix two outputs in one folder; `advice` says what to do instead."""
+    path = Path(path)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != params:
+            raise UsageError(f"{path}: made with {previous}, not {params}; {advice}")
+        return
+    write_json(path, params)
+

@@ -21,6 +21,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
@@ -135,17 +136,29 @@ def list_annotations(raw: Path) -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True)
+class IngestChunk:
+    """A chunk of ids for a worker. Its key is not known here: it hashes the files' stats, which the
+    worker takes (one stat per file would cost the listing its speed)."""
+
+    raw: str
+    work: str
+    files: list[str]  # every file name of the chunk's ids, sorted by (id, name)
+    max_pixels: int
+    xmls: dict[str, str]  # id -> XML file name, for the ids that have one
+    last_parts: list[dict]  # the last run's parts overlapping the chunk's id range
+
+
 def chunk_tasks(raw: Path, work: Path, names: np.ndarray, starts: np.ndarray, xmls: dict, last_parts: list,
-                *, chunk_size: int, max_pixels: int) -> Iterator[dict]:
-    """One task per chunk_size ids, made only when the pool takes it; each gets the last run's parts
-    that overlap its id range."""
+                *, chunk_size: int, max_pixels: int) -> Iterator[IngestChunk]:
+    """One task per chunk_size ids, made only when the pool takes it."""
     bounds = np.append(starts[::chunk_size], len(names))
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         files = [os.fsdecode(n) for n in names[lo:hi].tolist()]
         first, last = image_id(printable(files[0])), image_id(printable(files[-1]))
-        yield {"raw": str(raw), "work": str(work), "files": files, "max_pixels": max_pixels,
-               "xmls": {i: xmls[i] for i in map(image_id, files) if i in xmls},
-               "last_parts": [p for p in last_parts if p["first"] <= last and p["last"] >= first]}
+        yield IngestChunk(str(raw), str(work), files, max_pixels,
+                          {i: xmls[i] for i in map(image_id, files) if i in xmls},
+                          [p for p in last_parts if p["first"] <= last and p["last"] >= first])
 
 
 def part_path(work: Path, key: str) -> Path:
@@ -207,27 +220,27 @@ def _group_by_id(files: list[str]) -> list[tuple[str, list[str]]]:
     return grouped
 
 
-def chunk_key(task: dict, entries: list[Entry]) -> str:
+def chunk_key(task: IngestChunk, entries: list[Entry]) -> str:
     """Hash of everything a part depends on: settings, ids, file names, sizes and mtimes, XMLs."""
-    return content_key([FORMAT, task["raw"], task["max_pixels"], entries])
+    return content_key([FORMAT, task.raw, task.max_pixels, entries])
 
 
-def ingest_chunk(task: dict) -> dict:
+def ingest_chunk(task: IngestChunk) -> dict:
     """Make one chunk's part unless it exists; return its key and id range and how its ids changed since
     the last run (added, changed, unchanged; validated: how many were validated now)."""
-    raw, work = Path(task["raw"]), Path(task["work"])
-    entries = stat_entries(raw, task["files"], task["xmls"])
+    raw, work = Path(task.raw), Path(task.work)
+    entries = stat_entries(raw, task.files, task.xmls)
     key = chunk_key(task, entries)
     part = {"key": key, "first": entries[0].id, "last": entries[-1].id, "count": len(entries)}
-    if any(p["key"] == key for p in task["last_parts"]):
+    if any(p["key"] == key for p in task.last_parts):
         return {**part, "done": True, "unchanged": len(entries)}
     done = part_path(work, key).exists()
-    last = read_last_rows(work, task["last_parts"], part["first"], part["last"])
+    last = read_last_rows(work, task.last_parts, part["first"], part["last"])
     reuse, last_ids = match_last_rows(last, entries)
     fresh = [e for e in entries if e.id not in reuse]
     if not done:
         reused = last.take(pa.array(sorted(reuse.values()), pa.int64()))
-        write_parquet(part_path(work, key), chunk_table(raw, entries, reused, fresh, task["max_pixels"]))
+        write_parquet(part_path(work, key), chunk_table(raw, entries, reused, fresh, task.max_pixels))
     changed = sum(e.id in last_ids for e in fresh)
     return {**part, "done": done, "added": len(fresh) - changed, "changed": changed,
             "unchanged": len(reuse), "validated": 0 if done else len(fresh)}

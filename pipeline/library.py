@@ -20,7 +20,7 @@ from PIL import Image
 
 from pipeline.atomic import atomic_path, write_json, write_parquet
 from pipeline.classes import ALL_CLASSES
-from pipeline.errors import UsageError
+from pipeline.distribute import claim
 
 LIBRARY_SCHEMA = pa.schema(
     [
@@ -93,14 +93,7 @@ def finish_collection(collection: Path, keys: list[str]) -> dict:
 
 def claim_collection(collection: Path, params: dict) -> None:
     """Record what the collection is made from; refuse to mix another folder or split into it."""
-    path = collection / ".threats" / "params.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != params:
-            raise UsageError(f"{path}: {collection} holds threats of {previous}, not {params}; use another "
-                             "--name")
-        return
-    write_json(path, params)
+    claim(collection / ".threats" / "params.json", params, "use another --name")
 
 
 def read_library(threats) -> pa.Table:

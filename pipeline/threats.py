@@ -35,15 +35,16 @@ import math
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import write_json, writes_folder
+from pipeline.atomic import writes_folder
 from pipeline.classes import ALL_CLASSES
-from pipeline.distribute import run_tasks
+from pipeline.distribute import Chunk, mark_done, run_chunks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key
 from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, TIP_PREFIX, read_annotation
@@ -149,11 +150,21 @@ def extract_layer(scan: np.ndarray, box) -> tuple[np.ndarray | None, dict]:
 # ---------------------------------------------------------------- chunks
 
 
-def cut_chunk(task: dict) -> dict:
-    """Cut every box of a chunk of scans into layers; the marker JSON (rows, drops) is written last."""
-    raw, out = Path(task["raw"]), Path(task["out"])
+@dataclass(frozen=True)
+class CutChunk(Chunk):
+    raw: str
+    out: str
+    scans: tuple[tuple[str, str, str | None], ...]  # (id, XML name, split)
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+
+def cut_chunk(chunk: CutChunk) -> dict:
+    """Cut every box of a chunk of scans into layers; the marker (rows, drops) is written last."""
+    raw, out = Path(chunk.raw), Path(chunk.out)
     rows, drops = [], Counter()
-    for scan_id, xml, split in task["scans"]:
+    for scan_id, xml, split in chunk.scans:
         boxes, _ = read_annotation(raw / ANNOTATION_DIR / xml, raw)
         boxes = [b for b in boxes if b["cls"] in ALL_CLASSES]
         if not boxes:
@@ -174,9 +185,8 @@ def cut_chunk(task: dict) -> dict:
             write_layer(out / "layers" / f"{tid}.png", layer)
             rows.append(library_row(tid, b["cls"], layer, scan_id, scan.shape, coords, split,
                                     facts["clutter"], "scan"))
-    marker = {"key": task["key"], "count": len(task["scans"]), "rows": rows, "drops": dict(drops)}
-    write_json(marker_path(out, task["key"]), marker)
-    return {"count": len(task["scans"]), "layers": len(rows), "drops": dict(drops)}
+    mark_done(chunk, {"count": len(chunk.scans), "rows": rows, "drops": dict(drops)})
+    return {"count": len(chunk.scans), "layers": len(rows), "drops": dict(drops)}
 
 
 def _image_path(raw: Path, scan_id: str) -> Path | None:
@@ -253,16 +263,14 @@ def build_threats(raw, out, *, name: str | None = None, split: str = "train", ma
     claim_collection(collection, {"raw": str(raw), "split": split, "origin": "scan",
                         **({"subset": str(Path(subset).resolve())} if subset else {})})
     scans = list_boxed_scans(raw, split, splits, only_listed=subset is not None)
-    keys, todo = [], []
+    chunks = []
     for start in range(0, len(scans), chunk_size):
-        chunk = scans[start : start + chunk_size]
-        keys.append(content_key([FORMAT, str(raw), chunk], 12))
-        if not marker_path(collection, keys[-1]).exists():
-            todo.append({"raw": str(raw), "out": str(collection), "scans": chunk, "key": keys[-1]})
+        part = tuple(scans[start : start + chunk_size])
+        key = content_key([FORMAT, str(raw), part], 12)
+        chunks.append(CutChunk(key, str(marker_path(collection, key)), str(raw), str(collection), part))
     started = time.perf_counter()
-    for _ in run_tasks(cut_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
-                       unit="scan", total=sum(len(t["scans"]) for t in todo)):
-        pass
-    summary = finish_collection(collection, keys)
-    return {**summary, "collection": str(collection), "scans": len(scans),
-            "skipped_chunks": len(keys) - len(todo), "seconds": round(time.perf_counter() - started, 2)}
+    _, skipped = run_chunks(cut_chunk, chunks, desc=f"threats {name}", unit="scan", workers=workers,
+                            scheduler=scheduler)
+    summary = finish_collection(collection, [c.key for c in chunks])
+    return {**summary, "collection": str(collection), "scans": len(scans), "skipped_chunks": skipped,
+            "seconds": round(time.perf_counter() - started, 2)}

@@ -32,6 +32,7 @@ import json
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, write_parquet
 from pipeline.classes import CLASSES
-from pipeline.distribute import run_tasks
+from pipeline.distribute import Chunk, mark_done, run_chunks
 from pipeline.errors import MissingInputError, UsageError
 from pipeline.hashing import content_key, stable_hash, stable_hashes
 from pipeline.layout import (
@@ -245,14 +246,29 @@ def usable_layers(library: pa.Table) -> list[dict]:
             if r["cls"] in CLASSES and r["split"] != "test"]
 
 
-def tip_chunk(task: dict) -> dict:
-    """Write one chunk of TIP scans (JPEG and XML each), then its marker JSON."""
-    out, raw, threats = Path(task["out"]), Path(task["raw"]), Path(task["threats"])
-    rows, by_class = _library(str(threats), task["library_mtime"])
+@dataclass(frozen=True)
+class TipChunk(Chunk):
+    out: str
+    raw: str
+    threats: str
+    ids: tuple[str, ...]
+    backgrounds: tuple[tuple[str, str], ...]  # (id, path) of each TIP scan's negative
+    seed: int
+    max_threats: int
+    library_mtime: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def tip_chunk(chunk: TipChunk) -> dict:
+    """Write one chunk of TIP scans (JPEG and XML each), then its marker."""
+    out, raw, threats = Path(chunk.out), Path(chunk.raw), Path(chunk.threats)
+    rows, by_class = _library(str(threats), chunk.library_mtime)
     records, total = [], 0
-    for image_id, (background, path) in zip(task["ids"], task["backgrounds"], strict=True):
-        rng = np.random.default_rng(stable_hash(task["seed"], "tip", image_id))
-        picks = draw_layers(rng, by_class, task["max_threats"])
+    for image_id, (background, path) in zip(chunk.ids, chunk.backgrounds, strict=True):
+        rng = np.random.default_rng(stable_hash(chunk.seed, "tip", image_id))
+        picks = draw_layers(rng, by_class, chunk.max_threats)
         layers = [(rows[k]["cls"], _load_layer(threats / rows[k]["layer"])) for k in picks]
         with Image.open(raw / path) as im:  # project copies it: one copy of the scan, not two
             image, boxes, used = project(rng, im.convert("RGB") if im.mode != "RGB" else im, layers)
@@ -267,7 +283,7 @@ def tip_chunk(task: dict) -> dict:
                         "threats": [f"{r['collection']}/{r['threat']}" for r in placed],
                         "classes": [b[0] for b in boxes],
                         "boxes": [[round(c, 3) for c in b[1:]] for b in boxes]})
-    write_json(_marker(out, task["chunk"]), {"key": task["key"], "records": records})
+    mark_done(chunk, {"records": records})
     return {"count": len(records), "bytes": total}
 
 
@@ -348,35 +364,25 @@ def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int 
     write_json(out / ".tip" / "params.json", params)  # a record; chunk keys hold the parameters
     remove_beyond(out, count)
     library_mtime = max(p.stat().st_mtime_ns for p in threats.glob("*/index.parquet"))
-    todo, n_chunks = [], -(-count // chunk_size)
-    for chunk in range(n_chunks):
-        numbers = range(chunk * chunk_size + 1, min((chunk + 1) * chunk_size, count) + 1)
+    chunks, n_chunks = [], -(-count // chunk_size)
+    for number in range(n_chunks):
+        numbers = range(number * chunk_size + 1, min((number + 1) * chunk_size, count) + 1)
         chunk_ids = [tip_id(n) for n in numbers]
         backgrounds = [(ids[j], paths[j]) for j in (int(order[(n - 1) % len(ids)]) for n in numbers)]
         key = content_key([params, chunk_ids, backgrounds], 12)
-        if _done(out, chunk, key):
-            continue
-        todo.append({"out": str(out), "raw": str(raw), "threats": str(threats), "chunk": chunk, "key": key,
-                     "ids": chunk_ids, "backgrounds": backgrounds, "seed": seed, "max_threats": max_threats,
-                     "library_mtime": library_mtime})
+        chunks.append(TipChunk(key, str(_marker(out, number)), str(out), str(raw), str(threats),
+                               tuple(chunk_ids), tuple(backgrounds), seed, max_threats, library_mtime))
     started = time.perf_counter()
-    written = sum(r["count"] for r in run_tasks(tip_chunk, todo, workers=workers, scheduler=scheduler,
-                                                  desc="tip", total=sum(len(t["ids"]) for t in todo)))
+    results, skipped = run_chunks(tip_chunk, chunks, desc="tip", workers=workers, scheduler=scheduler)
+    written = sum(r["count"] for r in results)
     seconds = time.perf_counter() - started
     index = finish(out, n_chunks)
     if preview:
         contact_sheet(out, index[:16], preview)
     per_class = Counter(c for r in index for c in r["classes"])
-    return {"out": str(out), "count": count, "written": written, "skipped_chunks": n_chunks - len(todo),
+    return {"out": str(out), "count": count, "written": written, "skipped_chunks": skipped,
             "seconds": round(seconds, 2), "scans_per_s": round(written / seconds, 1) if written else 0.0,
             "negatives": len(ids), "layers": len(layers), "boxes": {c: per_class[c] for c in CLASSES}}
-
-
-def _done(out: Path, chunk: int, key: str) -> bool:
-    try:
-        return json.loads(_marker(out, chunk).read_text())["key"] == key
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def remove_beyond(out: Path, count: int) -> None:

@@ -3,12 +3,12 @@ positives drawn on an empty belt (no bag, no clutter), rendered by the same phys
 written as a threat-library collection (pipeline/library.py)."""
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import write_json
-from pipeline.distribute import run_tasks
+from pipeline.distribute import Chunk, mark_done, run_chunks
 from pipeline.hashing import content_key
 from pipeline.layout import positive_id
 from pipeline.library import (
@@ -24,27 +24,38 @@ FORMAT = 1
 """Bump when a layer's pixels change for the same input: chunk keys hold it."""
 
 
-def synth_chunk(task: dict) -> dict:
+@dataclass(frozen=True)
+class AloneChunk(Chunk):
+    out: str
+    ids: tuple[str, ...]
+    seed: int
+    size_factor: float
+    difficulty: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def synth_chunk(chunk: AloneChunk) -> dict:
     """Draw the threats of a chunk of synthetic positives alone on an empty belt, one layer per box."""
     from pipeline.xray.synth import draw_threats, image_rng, image_size
 
-    out = Path(task["out"])
+    out = Path(chunk.out)
     rows = []
-    for scan_id in task["ids"]:
-        rng = image_rng(task["seed"], "synth-threat-alone", scan_id)
-        width, height = image_size(rng, task["size_factor"])
-        threats = draw_threats(image_rng(task["seed"], "synth-labels", scan_id), task["difficulty"])
+    for scan_id in chunk.ids:
+        rng = image_rng(chunk.seed, "synth-threat-alone", scan_id)
+        width, height = image_size(rng, chunk.size_factor)
+        threats = draw_threats(image_rng(chunk.seed, "synth-labels", scan_id), chunk.difficulty)
         for k, (cls, area) in enumerate(threats):
-            layer = draw_alone(rng, cls, area, width, height, task["difficulty"])
+            layer = draw_alone(rng, cls, area, width, height, chunk.difficulty)
             if layer is None:
                 continue
             tid = threat_id(scan_id, k)
             write_layer(out / "layers" / f"{tid}.png", layer)
             box = (0, 0, layer.shape[1], layer.shape[0])  # the layer is all of its (threat-only) scan
             rows.append(library_row(tid, cls, layer, scan_id, (height, width), box, None, 0.0, "synth"))
-    write_json(marker_path(out, task["key"]), {"key": task["key"], "count": len(task["ids"]), "rows": rows,
-                                           "drops": {}})
-    return {"count": len(task["ids"]), "layers": len(rows)}
+    mark_done(chunk, {"count": len(chunk.ids), "rows": rows, "drops": {}})
+    return {"count": len(chunk.ids), "layers": len(rows)}
 
 
 def draw_alone(rng, cls: str, area: float, width: int, height: int, difficulty: float) -> np.ndarray | None:
@@ -76,22 +87,18 @@ def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float =
     """The threats of `pipeline synth`'s positives P00001.. drawn alone, as the collection
     `out/<name>/` (name: 'synth-<seed>'). Fresh draws (their own generator stream), not copies of the
     scans' threats, so they carry no split."""
-
     name = name or f"synth-{seed}"
     collection = Path(out) / name
     params = {"origin": "synth", "seed": seed, "size_factor": size_factor, "difficulty": difficulty}
     claim_collection(collection, params)
     ids = [positive_id(i) for i in range(1, positives + 1)]
-    keys, todo = [], []
+    chunks = []
     for start in range(0, len(ids), chunk_size):
-        chunk = ids[start : start + chunk_size]
-        key = content_key([FORMAT, "synth", seed, size_factor, difficulty, chunk], 12)
-        keys.append(key)
-        if not marker_path(collection, key).exists():
-            todo.append({"out": str(collection), "ids": chunk, "key": key, "seed": seed,
-                         "size_factor": size_factor, "difficulty": difficulty})
-    for _ in run_tasks(synth_chunk, todo, workers=workers, scheduler=scheduler, desc=f"threats {name}",
-                       unit="scan", total=sum(len(t["ids"]) for t in todo)):
-        pass
-    return {**finish_collection(collection, keys), "collection": str(collection), "scans": len(ids),
-            "skipped_chunks": len(keys) - len(todo)}
+        part = tuple(ids[start : start + chunk_size])
+        key = content_key([FORMAT, "synth", seed, size_factor, difficulty, part], 12)
+        chunks.append(AloneChunk(key, str(marker_path(collection, key)), str(collection), part, seed,
+                                 size_factor, difficulty))
+    _, skipped = run_chunks(synth_chunk, chunks, desc=f"threats {name}", unit="scan", workers=workers,
+                            scheduler=scheduler)
+    return {**finish_collection(collection, [c.key for c in chunks]), "collection": str(collection),
+            "scans": len(ids), "skipped_chunks": skipped}

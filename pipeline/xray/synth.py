@@ -12,18 +12,18 @@ files are rebuilt at the end from the ids and the seed alone.
 """
 
 import io
-import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, writes_folder
+from pipeline.atomic import atomic_path, write_bytes_unsynced, writes_folder
 from pipeline.classes import CLASSES
-from pipeline.distribute import run_tasks
+from pipeline.distribute import Chunk, claim, mark_done, run_chunks
 from pipeline.errors import UsageError
-from pipeline.hashing import stable_hash
+from pipeline.hashing import content_key, stable_hash
 from pipeline.layout import (
     ANNOTATION_DIR,
     IMAGE_DIR,
@@ -113,33 +113,45 @@ def render_image(seed: int, image_id: str, size_factor: float, difficulty: float
 # ---------------------------------------------------------------- chunks of images
 
 
-def write_chunk(task: dict) -> dict:
-    """Render and write one chunk of ids; its marker JSON, written last, records it as done."""
-    out = Path(task["out"])
+@dataclass(frozen=True)
+class SynthChunk(Chunk):
+    out: str
+    number: int
+    ids: tuple[str, ...]
+    seed: int
+    size_factor: float
+    difficulty: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def write_chunk(chunk: SynthChunk) -> dict:
+    """Render and write one chunk of ids, then its marker (written last: the chunk is done)."""
+    out = Path(chunk.out)
     total = 0
-    for image_id in task["ids"]:
-        jpeg, xml = render_image(task["seed"], image_id, task["size_factor"], task["difficulty"])
+    for image_id in chunk.ids:
+        jpeg, xml = render_image(chunk.seed, image_id, chunk.size_factor, chunk.difficulty)
         write_bytes_unsynced(out / IMAGE_DIR / f"{image_id}.jpg", jpeg)
         if xml is not None:
             write_bytes_unsynced(out / ANNOTATION_DIR / f"{image_id}.xml", xml.encode())
         total += len(jpeg)
-    summary = {"chunk": task["chunk"], "count": len(task["ids"]), "bytes": total}
-    write_json(_marker(out, task["chunk"]), {**summary, "first": task["ids"][0], "last": task["ids"][-1]})
+    summary = {"chunk": chunk.number, "count": len(chunk.ids), "bytes": total}
+    mark_done(chunk, {**summary, "first": chunk.ids[0], "last": chunk.ids[-1]})
     return summary
 
 
-def _marker(out: Path, chunk: int) -> Path:
-    return out / ".synth" / f"chunk-{chunk:06d}.json"
-
-
-def plan_chunks(positives: int, negatives: int, chunk_size: int):
-    """(chunk index, ids) for every chunk: positives first, then negatives."""
-    ids = [positive_id(i) for i in range(1, positives + 1)], [negative_id(i) for i in range(1, negatives + 1)]
-    chunk = 0
-    for group in ids:
-        for start in range(0, len(group), chunk_size):
-            yield chunk, group[start : start + chunk_size]
-            chunk += 1
+def plan_chunks(out: Path, positives: int, negatives: int, *, chunk_size: int, seed: int, size_factor: float,
+                difficulty: float) -> list[SynthChunk]:
+    """Every chunk, numbered: positives first, then negatives; the marker is `.synth/chunk-<number>.json`."""
+    groups = ([positive_id(i) for i in range(1, positives + 1)],
+              [negative_id(i) for i in range(1, negatives + 1)])
+    ranges = [group[start : start + chunk_size] for group in groups
+              for start in range(0, len(group), chunk_size)]
+    return [SynthChunk(content_key(["synth", seed, size_factor, difficulty, ids], 12),
+                       str(out / ".synth" / f"chunk-{number:06d}.json"), str(out), number, tuple(ids), seed,
+                       size_factor, difficulty)
+            for number, ids in enumerate(ranges)]
 
 
 # ---------------------------------------------------------------- label files
@@ -251,31 +263,12 @@ def synthesize(
         "seed": seed,
         "chunk_size": chunk_size,
     }
-    _claim(out, params)
-    todo = [
-        {
-            "out": str(out),
-            "chunk": chunk,
-            "ids": ids,
-            "seed": seed,
-            "size_factor": size_factor,
-            "difficulty": difficulty,
-        }
-        for chunk, ids in plan_chunks(positives, negatives, chunk_size)
-        if not _marker(out, chunk).exists()
-    ]
+    claim(out / ".synth" / "params.json", params, "use a new --out (mixing them would mix two datasets)")
+    chunks = plan_chunks(out, positives, negatives, chunk_size=chunk_size, seed=seed, size_factor=size_factor,
+                         difficulty=difficulty)
     started = time.perf_counter()
-    written = sum(
-        r["count"]
-        for r in run_tasks(
-            write_chunk,
-            todo,
-            workers=workers,
-            scheduler=scheduler,
-            desc="synth",
-            total=sum(len(t["ids"]) for t in todo),
-        )
-    )
+    results, skipped = run_chunks(write_chunk, chunks, desc="synth", workers=workers, scheduler=scheduler)
+    written = sum(r["count"] for r in results)
     seconds = time.perf_counter() - started
     subsets = write_label_files(out, seed, positives, negatives)
     return {
@@ -283,7 +276,7 @@ def synthesize(
         "positives": positives,
         "negatives": negatives,
         "written": written,
-        "skipped_chunks": _chunk_count(positives, negatives, chunk_size) - len(todo),
+        "skipped_chunks": skipped,
         "seconds": round(seconds, 2),
         "images_per_s": round(written / seconds, 1) if written else 0.0,
         "subsets": subsets,
@@ -303,18 +296,3 @@ def _check(positives, negatives, size_factor, difficulty, chunk_size):
         raise UsageError(f"difficulty must be in [0, 1], got {difficulty}")
     if chunk_size < 1:
         raise UsageError(f"chunk size must be at least 1, got {chunk_size}")
-
-
-def _claim(out: Path, params: dict) -> None:
-    """Record the parameters; refuse to resume a folder written with different ones (mixed data)."""
-    path = out / ".synth" / "params.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != params:
-            raise UsageError(f"{path}: {out} was synthesised with {previous}, not {params}; use a new --out")
-        return
-    write_json(path, params)
-
-
-def _chunk_count(positives: int, negatives: int, chunk_size: int) -> int:
-    return -(-positives // chunk_size) + -(-negatives // chunk_size)
