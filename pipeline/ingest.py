@@ -285,6 +285,8 @@ def validate_files(raw: Path, entry: Entry, max_pixels: int) -> dict:
     path = f"{IMAGE_DIR}/{files[0]}"
     if files != entry.files:  # a reader of the manifest could not open it by this path: not validated
         facts = unread("bad_name", "the file name is not valid UTF-8 (rename it)")
+    elif "." in image:  # a shard's sample key: webdataset and DALI read what follows its first dot as a type
+        facts = unread("bad_name", "the id holds a dot, which a shard's sample key cannot (rename it)")
     else:
         facts = inspect_file(raw / path, max_pixels=max_pixels)
     problems = []

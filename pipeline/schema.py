@@ -45,7 +45,7 @@ USABLE = {
 }
 PROBLEMS = {
     "no_image": "label row without an image",
-    "bad_name": "the file name is not valid UTF-8, so no reader could open it by the manifest's path",
+    "bad_name": "a file name that is not valid UTF-8, or an id with a dot (a shard's sample key holds none)",
     "duplicate_id": "two or more files share the id",
     "unreadable": "the file cannot be opened or read (a symlink loop, no permission, an I/O error)",
     "empty": "zero-byte image file",

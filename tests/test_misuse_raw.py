@@ -35,6 +35,7 @@ def odd_raw(built, tmp_path_factory):
     os.symlink("N9999999.jpg", raw / "JPEGImage" / "N9999999.jpg")  # points at itself: ELOOP
     negative = sorted((raw / "JPEGImage").glob("N*.jpg"))[0]
     shutil.copy(negative, raw / "JPEGImage" / os.fsdecode(BAD_NAME))
+    shutil.copy(negative, raw / "JPEGImage" / "N00.00001.jpg")  # a dot in the id
     xmls = sorted((raw / "Annotation").glob("P*.xml"))
     text = xmls[0].read_text()
     xmls[0].write_text('<?xml version="1.0" encoding="x-no-such-encoding"?>\n' + text)
@@ -54,11 +55,12 @@ def test_odd_raw_files_are_status_rows_and_the_rest_is_ingested(odd_raw, tmp_pat
     assert rows[nan_id]["status"] == "bad_xml" and "non-finite" in rows[nan_id]["error"]
     assert rows[BAD_ID]["status"] == "bad_name" and "not valid UTF-8" in rows[BAD_ID]["error"]
     assert rows[BAD_ID]["path"] == f"JPEGImage/{BAD_ID}.jpg"
+    assert rows["N00.00001"]["status"] == "bad_name" and "dot" in rows["N00.00001"]["error"]
     assert all(math.isfinite(v) for r in rows.values() for b in r["boxes"] or []
                for v in (b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
     assert {r["status"] for r in rows.values()} <= set(STATUSES)  # the one vocabulary
     usable = [r for r in rows.values() if r["status"] in ("ok", "no_boxes")]
-    assert len(usable) == len(rows) - 4
+    assert len(usable) == len(rows) - 5
 
 
 def test_coco_export_of_odd_raw_is_strict_json(odd_raw, tmp_path):
@@ -86,7 +88,7 @@ def test_predict_gives_a_symlink_loop_its_row_and_scores_a_name_that_is_not_utf8
     assert {r["status"] for r in rows.values()} <= set(STATUSES)
     assert rows[BAD_ID]["status"] == "ok" and rows[BAD_ID]["score_gun"] is not None  # scored, id printable
     assert rows[BAD_ID]["file"].endswith(f"JPEGImage/{BAD_ID}.jpg")
-    assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1
+    assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1  # predict scores a dotted id
 
 
 def test_a_checkpoint_that_is_not_a_file_we_wrote(tmp_path):
