@@ -89,6 +89,25 @@ def writing(folder, command: str, ours: tuple[str, ...] = ()):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def locked(folder, command: str):
+    """Hold `folder`'s writer lock for the block without claiming the folder: for `pipeline tip`, which adds
+    its scans to a raw folder that is not its own. Refused (UsageError) while another process holds it."""
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _LOCKED:
+        yield folder
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = _lock(folder, command)
+    _LOCKED.add(key)
+    try:
+        yield folder
+    finally:
+        _LOCKED.discard(key)
+        os.close(fd)
+
+
 def writes_folder(where, command: str, ours: tuple[str, ...] = ()):
     """Decorator: the function writes the folder named by its argument `where` (or `where(arguments)`;
     None: no folder) under `writing`."""

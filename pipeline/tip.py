@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from pipeline.atomic import atomic_path, write_bytes_unsynced, write_json, write_parquet
+from pipeline.atomic import atomic_path, locked, write_bytes_unsynced, write_json, write_parquet
 from pipeline.classes import CLASSES
 from pipeline.distribute import Chunk, mark_done, run_chunks
 from pipeline.errors import MissingInputError, UsageError
@@ -358,31 +358,61 @@ def make_tip(raw, threats, out, *, count: int, manifests="manifests", seed: int 
         raise UsageError(f"{threats}: no usable threat layer (of {', '.join(CLASSES)}, split not test); run "
                          "`pipeline threats` first")
     order = np.argsort(stable_hashes(seed, "tip-background", ids), kind="stable")
-    params = {"format": FORMAT, "raw": str(raw), "seed": seed, "max_threats": max_threats,
-              "negatives_md5": _digest(ids),
-              "library_md5": _digest(f"{r['collection']}/{r['threat']}" for r in layers)}
-    write_json(out / ".tip" / "params.json", params)  # a record; chunk keys hold the parameters
-    remove_beyond(out, count)
-    library_mtime = max(p.stat().st_mtime_ns for p in threats.glob("*/index.parquet"))
-    chunks, n_chunks = [], -(-count // chunk_size)
-    for number in range(n_chunks):
-        numbers = range(number * chunk_size + 1, min((number + 1) * chunk_size, count) + 1)
-        chunk_ids = [tip_id(n) for n in numbers]
-        backgrounds = [(ids[j], paths[j]) for j in (int(order[(n - 1) % len(ids)]) for n in numbers)]
-        key = content_key([params, chunk_ids, backgrounds], 12)
-        chunks.append(TipChunk(key, str(_marker(out, number)), str(out), str(raw), str(threats),
-                               tuple(chunk_ids), tuple(backgrounds), seed, max_threats, library_mtime))
-    started = time.perf_counter()
-    results, skipped = run_chunks(tip_chunk, chunks, desc="tip", workers=workers, scheduler=scheduler)
-    written = sum(r["count"] for r in results)
-    seconds = time.perf_counter() - started
-    index = finish(out, n_chunks)
-    if preview:
-        contact_sheet(out, index[:16], preview)
-    per_class = Counter(c for r in index for c in r["classes"])
-    return {"out": str(out), "count": count, "written": written, "skipped_chunks": skipped,
-            "seconds": round(seconds, 2), "scans_per_s": round(written / seconds, 1) if written else 0.0,
-            "negatives": len(ids), "layers": len(layers), "boxes": {c: per_class[c] for c in CLASSES}}
+    with locked(out, "pipeline tip"):
+        refuse_foreign_scans(out, count)
+        params = {"format": FORMAT, "raw": str(raw), "seed": seed, "max_threats": max_threats,
+                  "negatives_md5": _digest(ids),
+                  "library_md5": _digest(f"{r['collection']}/{r['threat']}" for r in layers)}
+        write_json(out / ".tip" / "params.json", params)  # a record; chunk keys hold the parameters
+        claim_ids(out, count)
+        remove_beyond(out, count)
+        library_mtime = max(p.stat().st_mtime_ns for p in threats.glob("*/index.parquet"))
+        chunks, n_chunks = [], -(-count // chunk_size)
+        for number in range(n_chunks):
+            numbers = range(number * chunk_size + 1, min((number + 1) * chunk_size, count) + 1)
+            chunk_ids = [tip_id(n) for n in numbers]
+            backgrounds = [(ids[j], paths[j]) for j in (int(order[(n - 1) % len(ids)]) for n in numbers)]
+            key = content_key([params, chunk_ids, backgrounds], 12)
+            chunks.append(TipChunk(key, str(_marker(out, number)), str(out), str(raw), str(threats),
+                                   tuple(chunk_ids), tuple(backgrounds), seed, max_threats, library_mtime))
+        started = time.perf_counter()
+        results, skipped = run_chunks(tip_chunk, chunks, desc="tip", workers=workers, scheduler=scheduler)
+        written = sum(r["count"] for r in results)
+        seconds = time.perf_counter() - started
+        index = finish(out, n_chunks)
+        if preview:
+            contact_sheet(out, index[:16], preview)
+        per_class = Counter(c for r in index for c in r["classes"])
+        return {"out": str(out), "count": count, "written": written, "skipped_chunks": skipped,
+                "seconds": round(seconds, 2), "scans_per_s": round(written / seconds, 1) if written else 0.0,
+                "negatives": len(ids), "layers": len(layers), "boxes": {c: per_class[c] for c in CLASSES}}
+
+
+def refuse_foreign_scans(out: Path, count: int) -> None:
+    """UsageError naming a file of T1..T<count> that `pipeline tip` did not write (the ids an earlier run
+    claimed, or that its markers list, are its own), before anything is written."""
+    claimed = _claimed(out)
+    listed = {r["id"] for marker in (out / ".tip").glob("chunk-*.json")
+              for r in json.loads(marker.read_text())["records"]}
+    for n in range(claimed + 1, count + 1):
+        image_id = tip_id(n)
+        for path in (out / IMAGE_DIR / f"{image_id}.jpg", out / ANNOTATION_DIR / f"{image_id}.xml"):
+            if image_id not in listed and path.exists():
+                raise UsageError(f"{path} exists and `pipeline tip` did not write it; it never replaces a "
+                                 "file it did not write: move it, or write the TIP scans into another --out")
+
+
+def _claimed(out: Path) -> int:
+    """How many TIP ids (T1..) runs into `out` have claimed: written, or about to be."""
+    path = out / ".tip" / "claimed.json"
+    return json.loads(path.read_text())["count"] if path.exists() else 0
+
+
+def claim_ids(out: Path, count: int) -> None:
+    """Record, before any scan is written, that T1..T<count> are ours (an interrupted chunk's scans
+    included), so that a rerun does not take them for a user's files."""
+    if count > _claimed(out):
+        write_json(out / ".tip" / "claimed.json", {"count": count})
 
 
 def remove_beyond(out: Path, count: int) -> None:

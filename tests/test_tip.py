@@ -4,6 +4,8 @@ determinism and resume, and subsets with and without TIP scans."""
 import filecmp
 import io
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from pipeline.classes import CLASSES
 from pipeline.cli import main
+from pipeline.errors import UsageError
 from pipeline.ingest import ingest
 from pipeline.layout import JPEG_QUALITY, read_annotation, tip_id
 from pipeline.library import read_library
@@ -293,6 +296,31 @@ def test_tip_resumes_and_grows(dataset, tmp_path):
     make_tip(dataset["raw"], dataset["threats"], out, count=12, **kw)
     assert sorted(p.stem for p in (out / "JPEGImage").iterdir()) == [tip_id(n) for n in range(1, 13)]
     assert len(tip_index(out)) == 12
+
+
+def test_tip_never_replaces_a_scan_it_did_not_write_and_writes_alone(dataset, tmp_path):
+    out = tmp_path / "out"
+    kw = {"manifests": dataset["manifests"], "seed": 1, "chunk_size": 10, "workers": 1}
+    make_tip(dataset["raw"], dataset["threats"], out, count=10, **kw)
+    theirs = out / "JPEGImage" / "T0000012.jpg"  # a user's own file where T12 would go
+    theirs.write_bytes(b"their scan")
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(UsageError, match="T0000012.jpg exists and `pipeline tip` did not write it"):
+        make_tip(dataset["raw"], dataset["threats"], out, count=20, **kw)
+    assert theirs.read_bytes() == b"their scan" and sorted(p.name for p in out.rglob("*")) == before
+    theirs.unlink()
+    make_tip(dataset["raw"], dataset["threats"], out, count=20, **kw)  # its own T1..T10 are rewritten freely
+    holder = subprocess.Popen(  # another process writing TIP scans there
+        [sys.executable, "-c", "import time; from pipeline.atomic import locked\n"
+         f"with locked({str(out)!r}, 'pipeline tip'):\n    print('ready', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(UsageError, match=rf"another `pipeline tip` \(pid {holder.pid}\) is writing here"):
+            make_tip(dataset["raw"], dataset["threats"], out, count=20, **kw)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_threats_are_deterministic_and_resume(dataset, tmp_path):
