@@ -5,7 +5,7 @@ timed in the same process on the same random batch; the two models alternate rou
 load hits both. Prints the median time per batch of each and the ratio CHR / baseline. CHR uses the
 default (the authors') refinement unless `--refinement light`.
 
-    python3 bench/bench_chr.py --backbone resnet34 --size 224 --batch 8 --rounds 10
+    python3 -m bench.bench_chr --backbone resnet34 --size 224 --batch 8 --rounds 10
 """
 
 import statistics

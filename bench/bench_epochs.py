@@ -1,6 +1,6 @@
 """Balanced epochs against full epochs at SIXray100's real size, in one run.
 
-    python3 bench/bench_epochs.py --work /tmp/epochs [--negatives 892900] [--backbone small]
+    python3 -m bench.bench_epochs --work /tmp/epochs [--negatives 892900] [--backbone small]
 
 Builds (or reuses) a raw folder of the real size (bench/scale_folder.py: 8,929 positives, the negatives
 hard links over 10,000 generated ones), ingests it and builds SIXray100 shards, as a user does. Then, in
@@ -19,22 +19,20 @@ import argparse
 import itertools
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from scale_folder import POSITIVES, build_folder  # noqa: E402
+from bench.scale_folder import POSITIVES, build_folder
+from model import epochs
+from model.chr import build_model
+from model.config import PRESETS, ModelConfig, TrainConfig
+from model.data import LoaderConfig, make_loader, planned_batches, split_info, train_catalogue
+from model.train import train_epoch
 
-from model import epochs  # noqa: E402
-from model.chr import build_model  # noqa: E402
-from model.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
-from model.data import LoaderConfig, make_loader, planned_batches, split_info, train_catalogue  # noqa: E402
-from model.train import train_epoch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_data(work: Path, negatives: int) -> Path:

@@ -1,6 +1,6 @@
 """Ingest throughput as a RATIO to a bare read-and-sha256 loop over the same files, measured in one run.
 
-    python3 bench/bench_ingest.py [--images 3000] [--data /tmp/bench-ingest-raw] [--workers N]
+    python3 -m bench.bench_ingest [--images 3000] [--data /tmp/bench-ingest-raw] [--workers N]
 
 The raw folder is generated once (pipeline.xray.synth at real size, median ~632x571; plain PIL noise and
 shapes if the generator is missing) and reused. Files are read once first so both loops run from the

@@ -2,7 +2,7 @@
 duckdb's aggregation) against duckdb reading the same CSVs itself (`read_csv`, no line numbers, no
 tolerance of hand-edited files), which is what ingest did before issue 9.
 
-    python3 bench/bench_labels.py [--ids 1059231] [--work /tmp/bench_labels]
+    python3 -m bench.bench_labels [--ids 1059231] [--work /tmp/bench_labels]
 
 Writes the real download's label files for that many ids (SIXray10/100/1000 train and test: about
 2.1M rows at the real size), then times `build_labels` and the reference on them and prints the ratio.
@@ -10,14 +10,12 @@ Writes the real download's label files for that many ids (SIXray10/100/1000 trai
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.labels import build_labels  # noqa: E402
+from pipeline.labels import build_labels
 from pipeline.layout import list_label_files
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors\n"

@@ -1,6 +1,6 @@
 """Does the reference recipe learn the task? Synthetic SIXray10 at the real positive count, on the CPU.
 
-    python3 bench/bench_learning.py --work /tmp/learning [--seed 0] [--train-args '--epochs 12']
+    python3 -m bench.bench_learning --work /tmp/learning [--seed 0] [--train-args '--epochs 12']
 
 Every step is a command a user types, run as a subprocess from this checkout:
 

@@ -1,7 +1,7 @@
 """CPU loader images/s per core, as ratios to (a) a bare Pillow decode(draft)+resize loop over the same JPEG
 bytes and (b) torchvision ImageFolder + DataLoader over the same images extracted to a folder.
 
-    python3 bench/bench_loader.py --images 3000 --work /tmp/bench-shards   (reuses bench_shards' data)
+    python3 -m bench.bench_loader --images 3000 --work /tmp/bench-shards   (reuses bench_shards' data)
 
 All three run in one process (workers=0) so each figure is per core; test-split transform (square
 resize to 224, ImageNet normalisation). --dali also times the DALI loader CPU-only (no GPU here).
@@ -9,7 +9,6 @@ resize to 224, ImageNet normalisation). --dali also times the DALI loader CPU-on
 
 import argparse
 import io
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shards import make_dataset  # noqa: E402
-
-from model.data import LoaderConfig, make_loader, split_info  # noqa: E402
-from pipeline.shards import build_shards  # noqa: E402
+from bench.bench_shards import make_dataset
+from model.data import LoaderConfig, make_loader, split_info
+from pipeline.shards import build_shards
 
 SIZE = 224
 

@@ -1,7 +1,7 @@
 """`model predict` images/s on the CPU against `model eval`'s rate on the same images, and the ONNX export
 against PyTorch on the CPU (scores and speed).
 
-    python3 bench/bench_predict.py     (after ./demo.sh: its checkpoint, shards and raw scans)
+    python3 -m bench.bench_predict     (after ./demo.sh: its checkpoint, shards and raw scans)
 
 Same images: the test split of the demo's shards (1,320 scans). `model eval`'s rate is its test pass (the
 loop it times and prints: CPU loader, pointing game included) at --workers/--batch-size; predict reads (a)
@@ -12,7 +12,6 @@ onnxruntime on one fixed batch, median of --repeat runs, and the largest score d
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,20 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import model.data as data
+from model.evaluate import score_test_split
+from model.export import OnnxScorer, PixelScorer, export_onnx
+from model.inference import load_model
+from model.predict import TorchScorer, predict_scans, scan_units
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import model.data as data  # noqa: E402
-from model.evaluate import score_test_split  # noqa: E402
-from model.export import OnnxScorer, PixelScorer, export_onnx  # noqa: E402
-from model.inference import load_model  # noqa: E402
-from model.predict import TorchScorer, predict_scans, scan_units  # noqa: E402
 
 
 def eval_rate(checkpoint, shards, workers: int, batch_size: int) -> tuple[float, int]:
     """`model eval`'s test pass, timed as it times itself (images / seconds of the pass)."""
     model, tcfg, _ = load_model(checkpoint, torch.device("cpu"))
-    lcfg = data.LoaderConfig(batch_size=batch_size, workers=workers, resize=tcfg.resize, crop=tcfg.crop,
-                             test_size=tcfg.test_size)
+    lcfg = data.LoaderConfig.of_run(tcfg, backend="cpu", batch_size=batch_size, workers=workers)
     start = time.perf_counter()
     pred = score_test_split(model, data, shards, lcfg, torch.device("cpu"), fuse=tcfg.pointing_fuse,
                             tolerance=tcfg.pointing_tolerance, overlays=0)

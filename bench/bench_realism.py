@@ -18,7 +18,7 @@ among the positives, the mean Spearman correlation between two classes' scores).
 A contact sheet PNG is written for a person to judge: synthetic and real scans side by side, and crops of
 each threat class from both (from their boxes). Real pixels go only into that sheet, never into data.
 
-    python3 bench/bench_realism.py [--work /tmp/learning] [--seed 0] [--sheet bench/results/realism_sheet.png]
+    python3 -m bench.bench_realism [--work /tmp/learning] [--seed 0] [--sheet bench/results/realism_sheet.png]
                                    [--train-args '--epochs 12']  (a recipe probe: use another --run)
 
 Every step runs as a subprocess under `nice`, as a user types it; a rerun with the same --work resumes
@@ -38,10 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.classes import CLASSES
 
-from pipeline.classes import CLASSES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SYNTH = ["--positives", "8929", "--negatives", "89290", "--size-factor", "0.5"]
 TRAIN = ["--preset", "reference", "--device", "cpu"]

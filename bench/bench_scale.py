@@ -1,6 +1,6 @@
 """Every pipeline command at the real SIXray size, run as a user runs it, with its wall time and memory.
 
-    python3 bench/bench_scale.py --work /tmp/scale [--negatives 1050302] [--steps all]
+    python3 -m bench.bench_scale --work /tmp/scale [--negatives 1050302] [--steps all]
 
 Builds the raw folder itself (bench/scale_folder.py: 8,929 positives and 10,000 negatives from
 `pipeline synth` at half size, the other negatives hard links to those, label files for every id),
@@ -24,17 +24,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).parent))
-from measure import run_measured  # noqa: E402
-from scale_folder import NEGATIVES, POSITIVES, build_folder  # noqa: E402
-
-from pipeline.xray.synth import write_label_files  # noqa: E402
+from bench.measure import run_measured
+from bench.scale_folder import NEGATIVES, POSITIVES, build_folder
+from pipeline.xray.synth import write_label_files
 
 STEPS = ("ingest", "shards", "tar", "stats", "incremental")
 

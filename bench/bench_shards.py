@@ -1,6 +1,6 @@
 """build-shards throughput as a ratio to GNU tar archiving the same JPEGs (both with a warm page cache).
 
-    python3 bench/bench_shards.py --images 3000 --work /tmp/bench-shards
+    python3 -m bench.bench_shards --images 3000 --work /tmp/bench-shards
 
 Prints images/s of both and RATIO = build-shards images/s / tar images/s (goal >= 0.8). build-shards
 does more than tar: it selects the subset, verifies every JPEG's sha256 against the manifest, writes the

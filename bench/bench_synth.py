@@ -4,7 +4,7 @@ Reference, measured in the same run on the same image sizes: a bare Pillow loop 
 random images at the same quality (the floor every generator pays). Prints the ratio synth/reference.
 Then the whole stage (`synthesize`, every core, files written) for images/s overall and per core.
 
-    python3 bench/bench_synth.py [--images 200] [--difficulty 0.5]
+    python3 -m bench.bench_synth [--images 200] [--difficulty 0.5]
 """
 
 import argparse

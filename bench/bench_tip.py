@@ -21,7 +21,7 @@ Prints the Markdown table (per class mean AP, mAP mean ± sample std over seeds,
 `--speed` then times `pipeline tip --workers 1` at the real size (synthetic negatives of the real size
 distribution, the library above): TIP scans per second on one core.
 
-    nice python3 bench/bench_tip.py --work /tmp/bench_tip [--speed]
+    nice python3 -m bench.bench_tip --work /tmp/bench_tip [--speed]
 """
 
 import csv
@@ -36,10 +36,9 @@ from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.classes import CLASSES
 
-from pipeline.classes import CLASSES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(group: str, *args) -> str:

@@ -1,7 +1,7 @@
 """The val pass of `model train`: samples taken by their offsets against the whole train shards streamed
 and filtered (the loader before issue 17's last change), on the same shards in one run, one process.
 
-    python3 bench/bench_val.py --shards /tmp/learning/shards/sixray10 [--val-fraction 0.1]
+    python3 -m bench.bench_val --shards /tmp/learning/shards/sixray10 [--val-fraction 0.1]
 
 The val split is a tenth of the train split (by id hash), spread over every train shard. Prints the time
 of each way of reading it, then of decoding the kept samples at the test size (what both ways pay), and

@@ -20,7 +20,7 @@ Loaders are timed in steady state: one stream per loader (the CPU loader's epoch
 DALI pipeline built once over many epochs' planned batches), warmed up, then counted over a fixed
 window; a DALI pipeline per epoch would, on this small set, time its start rather than the decoding.
 
-    bench/gpu_check.sh                  # = PYTHONPATH=. python3 bench/gpu_check.py: full run on CUDA
+    bench/gpu_check.sh                  # = PYTHONPATH=. python3 -m bench.gpu_check: full run on CUDA
     bench/gpu_check.sh --small          # tiny smoke run; automatic without CUDA
 
 The full run is sized for about 3-4 minutes (8 at most) on one H100/H200 with 16 cores: 600 positives
@@ -35,7 +35,6 @@ short still leaves what it measured.
 """
 
 import argparse
-import inspect
 import itertools
 import json
 import math
@@ -47,17 +46,16 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
+import model.data as data
+from bench.bench_chr import time_once
+from model.chr import build_model
+from model.config import ModelConfig, TrainConfig
+from model.train import train_step
+from pipeline.distribute import default_workers
+
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # bench_chr; the repo root when PYTHONPATH lacks it
-
-import torch  # noqa: E402
-from bench_chr import time_once  # noqa: E402
-
-import model.data as data  # noqa: E402
-from model.chr import build_model  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
-from model.loss import chr_loss  # noqa: E402
-from pipeline.distribute import default_workers  # noqa: E402
 
 DALI_GOAL = 10_000  # images/s, DALI mixed decoding on one H100/H200
 TRAIN_GOAL = 0.9  # training from shards / in-memory
@@ -299,24 +297,18 @@ def measure_loaders(args, report: Report, shards: Path, device: torch.device) ->
 # --- training: the step of model/train.py ---
 
 
-def project_loss(logits, labels, cfg: ModelConfig):
-    """model/loss.py's chr_loss, called as model/train.py calls it: chr_loss(logits, targets, cfg) where
-    it takes the model config, else with the config's balanced/epsilon keywords (its older signature)."""
-    if "cfg" in inspect.signature(chr_loss).parameters:
-        return chr_loss(logits, labels, cfg)
-    return chr_loss(logits, labels, balanced=cfg.balanced, epsilon=cfg.epsilon)
-
-
 class Trainer:
     """Model, optimizer and scaler set up as model/train.py does (SGD 0.01/0.9/1e-4, AMP and
-    channels_last on CUDA), and its per-batch step."""
+    channels_last on CUDA), stepped by model/train.py's own train_step."""
 
     def __init__(self, args, device: torch.device):
         self.device, on_gpu = device, device.type == "cuda"
         self.amp, self.channels_last = on_gpu, on_gpu
         torch.manual_seed(args.seed)
-        self.cfg = ModelConfig(backbone=args.backbone, variant="chr")
-        self.model = build_model(self.cfg).to(device)
+        self.cfg = TrainConfig(shards="unused", out="unused", batch_size=args.batch, lr=0.01, momentum=0.9,
+                               weight_decay=1e-4, amp=on_gpu, channels_last=on_gpu,
+                               model=ModelConfig(backbone=args.backbone, variant="chr"))
+        self.model = build_model(self.cfg.model).to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.model.train()
@@ -324,19 +316,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
     def step(self, batch) -> torch.Tensor:
-        images = batch.images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            outputs = self.model(images)
-        loss = project_loss(outputs.logits, batch.labels.to(self.device), self.cfg)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         # No loss.item() per step: the loop reads the loss per step only for a live progress bar on a
         # terminal; in a logged run the device runs ahead of the host, as here.
-        return loss.detach()
+        return train_step(self.model, batch, self.optimizer, self.scaler, self.cfg, self.device)
 
     def time(self, batches, warmup: int, seconds: float) -> dict:
         for _ in range(warmup):

@@ -11,4 +11,4 @@ site=/tmp/site
 [ -f "$site/.gpu_setup_done" ] && case ":${PYTHONPATH:-}:" in *":$site:"*) ;; *) PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" ;; esac
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 # Wall-clock cap: the check is sized for about 4 minutes; 8 minutes is its budget on the GPU machine.
-exec timeout --signal=TERM --kill-after=10 "${GPU_CHECK_TIMEOUT:-480}" python3 bench/gpu_check.py "$@"
+exec timeout --signal=TERM --kill-after=10 "${GPU_CHECK_TIMEOUT:-480}" python3 -m bench.gpu_check "$@"

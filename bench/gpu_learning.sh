@@ -57,5 +57,5 @@ for variant in baseline chr; do
   model train --shards "$work/shards/sixray10" --out "$run" --variant "$variant" "${recipe[@]}" \
     --loader "$loader" --device "$device" --negatives-per-positive 1
 done
-python3 bench/gpu_learning_report.py --work "$work" --data-seconds "$data_s" --loader "$loader" \
+python3 -m bench.gpu_learning_report --work "$work" --data-seconds "$data_s" --loader "$loader" \
   --json "${OUT:-$work}/gpu_learning.json"

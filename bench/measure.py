@@ -1,6 +1,6 @@
 """Run a command as a user would and measure it: wall time and the peak memory of its whole process tree.
 
-    python3 bench/measure.py -- pipeline ingest --raw /tmp/scale/raw --out /tmp/scale/m
+    python3 -m bench.measure -- pipeline ingest --raw /tmp/scale/raw --out /tmp/scale/m
 
 Peak memory is sampled every 200 ms as the sum over the command and all its descendants (worker
 processes included) of the proportional set size (PSS: a page shared by n processes counts 1/n in

@@ -1,7 +1,7 @@
 """Real vs synthetic scans, measured the same way: per-class colour and darkness inside the boxes, box
 shapes and sizes, and whole-scan colour and texture statistics (issue 12).
 
-    python3 bench/measure_real_threats.py [--real ../shared/sixray-real-dev] [--synth RAW_DIR] [--limit 300]
+    python3 -m bench.measure_real_threats [--real ../shared/sixray-real-dev] [--synth RAW_DIR] [--limit 300]
                                           [--palette]
 
 Per class, over every box (pixels inside the box that are not empty belt: more than 24 levels
@@ -19,8 +19,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-from bench_realism import boxes_of  # the same XML reading as the benchmark's contact sheet
 from PIL import Image
+
+from bench.bench_realism import boxes_of  # the same XML reading as the benchmark's contact sheet
 
 CLASSES = ("gun", "knife", "wrench", "pliers", "scissors")
 

@@ -1,6 +1,6 @@
 """A raw SIXray folder of the real size, made cheaply: the scale benchmark's input.
 
-    python3 bench/scale_folder.py --out /tmp/scale/raw [--negatives 1050302] [--base-negatives 10000]
+    python3 -m bench.scale_folder --out /tmp/scale/raw [--negatives 1050302] [--base-negatives 10000]
 
 `pipeline synth` writes every positive and `--base-negatives` negatives at half size; the remaining
 negatives `N<7 digits>` up to `--negatives` are hard links cycling over those (copies where the file

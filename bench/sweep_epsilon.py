@@ -9,7 +9,7 @@ are reused (model/ablate.py's rule). The data are shards built by the pipeline, 
     pipeline synth --out /tmp/sweep/raw --positives 800 --negatives 8000 --size-factor 0.5 --seed 1
     pipeline ingest --raw /tmp/sweep/raw --out /tmp/sweep/manifests
     pipeline build-shards --ratio 10 --manifests /tmp/sweep/manifests --out /tmp/sweep/shards
-    python3 bench/sweep_epsilon.py --shards /tmp/sweep/shards/sixray10 --out /tmp/sweep/runs
+    python3 -m bench.sweep_epsilon --shards /tmp/sweep/shards/sixray10 --out /tmp/sweep/runs
 
 `model ablate --variants chr --epsilons ...` makes the same choice inside the Table 4 ablation.
 """

@@ -31,6 +31,7 @@ import torch
 import webdataset as wds
 
 from model import epochs
+from model.config import TrainConfig
 from model.pixels import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD, augment, load_pixels, normalise
 from pipeline.atomic import read_json
 from pipeline.distribute import die_with_parent
@@ -53,6 +54,15 @@ class LoaderConfig:
     repeat_threshold: float = 0.0  # train: repeat-factor sampling of rare classes' positives (0 = off)
     device: str = "cpu"  # where batches land ("cuda:0" for DALI mixed decoding)
     val_fraction: float = 0.0  # train samples held out as split "val" (see the module docstring)
+
+    @classmethod
+    def of_run(cls, cfg: TrainConfig, **overrides) -> "LoaderConfig":
+        """The loaders' settings of a training run `cfg`, the one place they are taken from a TrainConfig
+        (`model train` with the run's flags; `model eval` with its own batch size, workers and device)."""
+        return cls(**{"backend": cfg.loader, "batch_size": cfg.batch_size, "workers": cfg.workers,
+                      "resize": cfg.resize, "crop": cfg.crop, "test_size": cfg.test_size, "seed": cfg.seed,
+                      "negatives_per_positive": cfg.negatives_per_positive,
+                      "repeat_threshold": cfg.repeat_threshold, "val_fraction": cfg.held_out, **overrides})
 
 
 class Batch(NamedTuple):

@@ -36,9 +36,10 @@ def evaluate_checkpoint(checkpoint: str | Path, shards: str | Path, out: str | P
         import model.data as data
     device = resolve_device(device)
     model, tcfg, ckpt = load_model(checkpoint, device, trust=trust_checkpoint)
-    lcfg = data.LoaderConfig(backend=loader, batch_size=batch_size, workers=workers, resize=tcfg.resize,
-                             crop=tcfg.crop, test_size=test_size or tcfg.test_size, device=str(device),
-                             val_fraction=tcfg.held_out or tcfg.val_fraction)
+    # Thresholds are fitted on the run's val split (val_fraction), whether it chose its epoch there or not.
+    lcfg = data.LoaderConfig.of_run(tcfg, backend=loader, batch_size=batch_size, workers=workers,
+                                    test_size=test_size or tcfg.test_size, device=str(device),
+                                    val_fraction=tcfg.val_fraction)
     tolerance = tcfg.pointing_tolerance if pointing_tolerance is None else pointing_tolerance
     pred = score_test_split(model, data, shards, lcfg, device, fuse=pointing_fuse or tcfg.pointing_fuse,
                      tolerance=tolerance, overlays=overlays)

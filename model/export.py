@@ -57,7 +57,7 @@ def export_onnx(checkpoint: str | Path, path: str | Path, *, cams: bool = False,
     proto = program.model_proto
     metadata = {"classes": json.dumps(list(CLASSES)), "test_size": str(size), "epoch": str(ckpt["epoch"]),
                 "checkpoint": Path(checkpoint).name, "cams": json.dumps(cams),
-                "val_fraction": str(tcfg.held_out or tcfg.val_fraction), "thresholds": json.dumps(limits)}
+                "val_fraction": str(tcfg.val_fraction), "thresholds": json.dumps(limits)}
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     write_bytes(path, proto.SerializeToString())

@@ -349,8 +349,7 @@ def load_scorer(checkpoint, onnx, device: str, trust: bool, thresholds=None) -> 
     device = resolve_device(device)
     model, tcfg, ckpt = load_model(checkpoint, device, trust=trust)
     found = checkpoint_thresholds(checkpoint, ckpt["epoch"], thresholds)
-    val_fraction = tcfg.held_out or tcfg.val_fraction  # the val split `model eval` fits thresholds on
-    return TorchScorer(model, device), tcfg.test_size, val_fraction, found
+    return TorchScorer(model, device), tcfg.test_size, tcfg.val_fraction, found  # eval's val split
 
 
 def format_summary(summary: dict) -> str:

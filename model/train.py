@@ -120,11 +120,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data=None) -> dict:
     if rank == 0:
         write_json(out / "config.json", to_dict(cfg))
 
-    lcfg = data.LoaderConfig(backend=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
-                             resize=cfg.resize, crop=cfg.crop, test_size=cfg.test_size, seed=cfg.seed,
-                             negatives_per_positive=cfg.negatives_per_positive,
-                             repeat_threshold=cfg.repeat_threshold, device=str(device),
-                             val_fraction=cfg.held_out)
+    lcfg = data.LoaderConfig.of_run(cfg, device=str(device))
     for epoch in range(start_epoch, cfg.epochs):
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         loader = data.make_loader(cfg.shards, "train", lcfg, rank=rank, world_size=world_size, epoch=epoch)
@@ -200,23 +196,30 @@ def check_selection_split(data, cfg: TrainConfig) -> None:
                          "raise it, or choose the epoch on the test split with --select-on test")
 
 
+def train_step(net, batch, optimizer, scaler, cfg: TrainConfig, device) -> torch.Tensor:
+    """One optimiser step on a batch (AMP and channels_last as `cfg` says); returns the loss, detached and
+    left on the device (reading it would make the host wait for the step)."""
+    images = batch.images.to(device, non_blocking=True)
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, enabled=cfg.amp):
+        outputs = net(images)
+    loss = chr_loss(outputs.logits, batch.labels.to(device), cfg.model)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_epoch(net, loader, optimizer, scaler, cfg: TrainConfig, device, world_size: int, bar
                 ) -> tuple[float, float]:
     """One pass over the train loader (through `bar`); returns (mean loss, images per second)."""
     net.train()
     t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=device)
     for batch in bar:
-        images = batch.images.to(device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, enabled=cfg.amp):
-            outputs = net(images)
-        loss = chr_loss(outputs.logits, batch.labels.to(device), cfg.model)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss.detach()
+        loss = train_step(net, batch, optimizer, scaler, cfg, device)
+        loss_sum += loss
         seen += len(batch.ids)
         if not bar.disable:  # loss.item() waits for the device: pay for it only where a bar shows it
             rate = seen * world_size / (time.time() - t0)

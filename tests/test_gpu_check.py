@@ -16,7 +16,7 @@ def test_gpu_check_small_mode_reports_cpu_loader_and_skipped_gpu_items(tmp_path)
     report = tmp_path / "gpu_check.json"
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--small", "--work", str(tmp_path / "work"),
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--small", "--work", str(tmp_path / "work"),
            "--json", str(report), "--positives", "20", "--negatives", "200", "--loader-seconds", "1",
            "--train-seconds", "1", "--infer-rounds", "3", "--workers", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
