@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.distribute import default_workers
+from base.distribute import default_workers
 from pipeline.ingest import ingest
 from pipeline.validate import inspect_file
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.classes import CLASSES
+from base.vocabulary import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.classes import ALL_CLASSES, CLASSES
+from base.vocabulary import ALL_CLASSES, CLASSES
 from pipeline.schema import MANIFEST_SCHEMA
 from pipeline.shards import build_shards
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from pipeline.distribute import default_workers
+from base.distribute import default_workers
 from pipeline.layout import JPEG_QUALITY, positive_id
 from pipeline.xray.synth import image_rng, image_size, render_image, synthesize
 

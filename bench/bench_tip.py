@@ -36,7 +36,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.classes import CLASSES
+from base.vocabulary import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 

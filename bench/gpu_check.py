@@ -49,11 +49,11 @@ from pathlib import Path
 import torch
 
 import model.data as data
+from base.distribute import default_workers
 from bench.bench_chr import time_once
 from model.chr import build_model
 from model.config import ModelConfig, TrainConfig
 from model.train import train_step
-from pipeline.distribute import default_workers
 
 BENCH = Path(__file__).resolve().parent
 

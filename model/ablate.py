@@ -16,9 +16,9 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from base.atomic import atomic_path, write_bytes, writes_folder
 from model.config import TrainConfig
 from model.inference import FUSED
-from pipeline.atomic import atomic_path, write_bytes, writes_folder
 
 TABLE4_ORDER = ("baseline", "h", "ch", "hr", "chr")
 """The rows of the paper's Table 4, top to bottom."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import write_json
-from pipeline.classes import CLASSES
-from pipeline.errors import DataError, MissingInputError
+from base.atomic import write_json
+from base.errors import DataError, MissingInputError
+from base.vocabulary import CLASSES
 
 DEFAULT_TARGET_RECALL = 0.9
 THRESHOLDS_FILE = "thresholds.json"

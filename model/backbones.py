@@ -14,7 +14,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from pipeline.errors import DataError, UsageError
+from base.errors import DataError, UsageError
 
 
 class Backbone(nn.Module):

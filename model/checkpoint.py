@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.atomic import write_bytes
-from pipeline.errors import DataError
+from base.atomic import write_bytes
+from base.errors import DataError
 
 REQUIRED_KEYS = ("model", "config", "epoch")
 

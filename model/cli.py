@@ -7,6 +7,7 @@ from dataclasses import fields
 import click
 from click.core import ParameterSource
 
+from base.errors import Commands, UsageError
 from model.backbones import BACKBONES
 from model.config import (
     LOSS_RULES,
@@ -20,7 +21,6 @@ from model.config import (
     ModelConfig,
     TrainConfig,
 )
-from pipeline.errors import Commands, UsageError
 
 
 @click.group(cls=Commands)

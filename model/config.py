@@ -9,7 +9,7 @@ Checkpoints written before a field existed load with the value they were trained
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from pipeline.errors import UsageError
+from base.errors import UsageError
 
 VARIANTS = ("baseline", "h", "hr", "ch", "chr")
 """The paper's ablation (Table 4): h = a classifier per stage, r = refinement, c = class-balanced loss."""

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from base.atomic import read_json
+from base.distribute import die_with_parent
+from base.errors import DataError, MissingInputError, UsageError
+from base.hashing import stable_hash
 from model import epochs
 from model.config import TrainConfig
 from model.pixels import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD, augment, load_pixels, normalise
-from pipeline.atomic import read_json
-from pipeline.distribute import die_with_parent
-from pipeline.errors import DataError, MissingInputError, UsageError
-from pipeline.hashing import stable_hash
 
 SPLITS = ("train", "val", "test")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.hashing import stable_hashes
+from base.hashing import stable_hashes
 
 MEMBERS = ("dif", "jpg", "json", "lbl")
 """A sample's members in tar order (pipeline/shards.py writes them sorted)."""

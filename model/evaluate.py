@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from base.atomic import writes_folder
+from base.errors import UsageError
 from model.alarms import DEFAULT_TARGET_RECALL, alarm_summary, write_thresholds
 from model.inference import (
     load_model,
@@ -20,8 +22,6 @@ from model.inference import (
     val_thresholds,
 )
 from model.report import write_report
-from pipeline.atomic import writes_folder
-from pipeline.errors import UsageError
 
 
 @writes_folder("out", "model eval", ours=("metrics.json",))

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from base.atomic import write_bytes
+from base.errors import DataError, MissingInputError
+from base.vocabulary import CLASSES
 from model.alarms import checkpoint_thresholds
 from model.inference import load_model
 from model.pixels import normalise
-from pipeline.atomic import write_bytes
-from pipeline.classes import CLASSES
-from pipeline.errors import DataError, MissingInputError
 
 SCORES = "scores"
 CAM_NAMES = ("cam_stage1", "cam_stage2", "cam_stage3")

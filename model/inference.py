@@ -13,14 +13,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from base.errors import UsageError
+from base.vocabulary import CLASSES
 from model.alarms import fit_thresholds, thresholds_document
 from model.checkpoint import load_checkpoint
 from model.chr import STAGE_NAMES, build_model
 from model.config import TrainConfig, train_config_from_dict
 from model.metrics import class_separation, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
 from model.pixels import unnormalise
-from pipeline.classes import CLASSES
-from pipeline.errors import UsageError
 
 FUSED = "fused"
 
@@ -53,7 +53,7 @@ def load_model(checkpoint: str | Path, device: torch.device, *, trust: bool = Fa
 
 
 def progress_bar(iterable=None, *, total: int, desc: str, unit: str, enabled: bool = True) -> tqdm:
-    """A bar by the pipeline's rule (pipeline/distribute.py): live on a terminal, off when stderr is a
+    """A bar by the pipeline's rule (base/distribute.py): live on a terminal, off when stderr is a
     file or a pipe, where thousands of redraws would bury the log; off everywhere unless `enabled`
     (only rank 0 prints). `bar.disable` tells a caller to print its one summary line instead."""
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.classes import ALL_CLASSES, CLASSES, normalise_class
+from base.vocabulary import ALL_CLASSES, CLASSES, normalise_class
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray, ignore: np.ndarray | None = None) -> float:

@@ -27,14 +27,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from base.atomic import writes_folder
+from base.distribute import die_with_parent
+from base.errors import MissingInputError, UsageError
+from base.vocabulary import CLASSES
 from model.alarms import alarms, checkpoint_thresholds, read_thresholds
 from model.data import read_shards, sample_filter, split_info
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
 from model.pixels import DECODE_ERRORS, load_pixels, normalise
-from pipeline.atomic import writes_folder
-from pipeline.classes import CLASSES
-from pipeline.distribute import die_with_parent
-from pipeline.errors import MissingInputError, UsageError
 from pipeline.layout import IMAGE_DIR, JPEG_SUFFIXES
 from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes, printable
@@ -265,7 +265,7 @@ def predict_scans(units: list, total: int, scorer, size: int, out: str | Path, *
     returns counts per status, alarms per class, images per second and the files written."""
     import pyarrow.parquet as pq
 
-    from pipeline.atomic import atomic_path
+    from base.atomic import atomic_path
 
     out = Path(out)
     workers = min(os.cpu_count() or 1, len(units)) if workers is None else min(workers, len(units))

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from base.atomic import atomic_path, write_bytes, write_json, write_parquet
+from base.vocabulary import CLASSES
 from model.alarms import ANY
 from model.inference import FUSED
 from model.metrics import box_class, mean_ap
-from pipeline.atomic import atomic_path, write_bytes, write_json, write_parquet
-from pipeline.classes import CLASSES
 
 
 def _pct(x) -> str:

@@ -24,6 +24,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from base.atomic import atomic_path, write_json, writes_folder
+from base.errors import MissingInputError, UsageError
+from base.vocabulary import CLASSES
 from model.alarms import DEFAULT_TARGET_RECALL, alarm_summary, write_thresholds
 from model.backbones import FROM_SCRATCH, load_weights
 from model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -31,9 +34,6 @@ from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
 from model.inference import FUSED, gather, predict, progress_bar, resolve_device, summarise, val_thresholds
 from model.loss import chr_loss
-from pipeline.atomic import atomic_path, write_json, writes_folder
-from pipeline.classes import CLASSES
-from pipeline.errors import MissingInputError, UsageError
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:

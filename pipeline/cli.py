@@ -2,7 +2,8 @@
 
 import click
 
-from pipeline.errors import EXIT_DATA, Commands
+from base.errors import EXIT_DATA, Commands
+from base.vocabulary import RATIOS
 
 
 @click.group(cls=Commands)
@@ -153,7 +154,8 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
 
 
 @main.command("build-shards")
-@click.option("--ratio", type=click.Choice(["10", "100", "1000"]), required=True, help="SIXray10/100/1000.")
+@click.option("--ratio", type=click.Choice([str(r) for r in RATIOS]), required=True,
+              help="SIXray10/100/1000.")
 @click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="shards", show_default=True)
 @click.option("--raw", type=click.Path(exists=True, file_okay=False), help="Raw root (default: manifest's).")
@@ -213,7 +215,7 @@ def stats_command(manifests, as_json):
 
 @main.command("export")
 @click.option("--format", "fmt", type=click.Choice(["coco", "yolo"]), required=True)
-@click.option("--subset", type=click.Choice(["sixray10", "sixray100", "sixray1000"]), required=True,
+@click.option("--subset", type=click.Choice([f"sixray{r}" for r in RATIOS]), required=True,
               help="Reads MANIFESTS/<subset>.parquet (written by build-shards).")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--manifests", type=click.Path(file_okay=False), default="manifests", show_default=True)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, writes_folder
-from pipeline.classes import ALL_CLASSES
-from pipeline.errors import DataError, MissingInputError, UsageError
+from base.atomic import atomic_path, writes_folder
+from base.errors import DataError, MissingInputError, UsageError
+from base.vocabulary import ALL_CLASSES, RATIOS
 from pipeline.schema import SUBSET_SCHEMA, check_manifest
 from pipeline.shards import manifest_raw_root
-from pipeline.subsets import RATIOS, SPLITS
+from pipeline.subsets import SPLITS
 
 FORMATS = ("coco", "yolo")
 SUBSETS = tuple(f"sixray{r}" for r in RATIOS)

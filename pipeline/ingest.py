@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_json, write_parquet, writes_folder
+from base.atomic import atomic_path, write_json, write_parquet, writes_folder
+from base.distribute import run_tasks
+from base.errors import MissingInputError
+from base.hashing import content_key
 from pipeline.db import spilling_connection
-from pipeline.distribute import run_tasks
-from pipeline.errors import MissingInputError
-from pipeline.hashing import content_key
 from pipeline.ingest_sql import images_relation, manifest_query, splits_query, sql_text
 from pipeline.labels import build_labels, read_labels_summary, summary_path
 from pipeline.layout import (

@@ -5,7 +5,7 @@ id range (the join of images and labels, each row's problems ranked into its sta
 
 from pathlib import Path
 
-from pipeline.classes import CLASSES
+from base.vocabulary import CLASSES
 from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, LABEL_DIR, TIP_PREFIX
 from pipeline.schema import PROBLEMS
 from pipeline.split import split_sql

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_json
-from pipeline.classes import ALL_CLASSES, CLASSES, normalise_class
-from pipeline.errors import DataError
+from base.atomic import atomic_path, write_json
+from base.errors import DataError
+from base.vocabulary import ALL_CLASSES, CLASSES, normalise_class
 from pipeline.layout import list_label_files, official_name
 
 VALID_VALUES = ("1", "0", "-1")

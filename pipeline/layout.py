@@ -11,7 +11,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from pipeline.classes import CLASSES, CSV_COLUMNS, normalise_class
+from base.vocabulary import CLASSES, CSV_COLUMNS, normalise_class
 
 IMAGE_DIR, ANNOTATION_DIR, LABEL_DIR = "JPEGImage", "Annotation", "ImageSet"
 JPEG_SUFFIXES = (".jpg", ".jpeg")

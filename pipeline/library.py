@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import atomic_path, write_json, write_parquet
-from pipeline.classes import ALL_CLASSES
-from pipeline.distribute import claim
+from base.atomic import atomic_path, write_json, write_parquet
+from base.distribute import claim
+from base.vocabulary import ALL_CLASSES
 
 LIBRARY_SCHEMA = pa.schema(
     [

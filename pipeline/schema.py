@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from pipeline.classes import ALL_CLASSES
+from base.vocabulary import ALL_CLASSES
 
 BOX = pa.struct(
     [
@@ -85,7 +85,7 @@ def check_manifest(path, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
     every column `schema` has (an older manifest is made current by running `pipeline ingest` again)."""
     import pyarrow.parquet as pq
 
-    from pipeline.errors import DataError, UsageError
+    from base.errors import DataError, UsageError
 
     try:
         found = pq.read_schema(path)

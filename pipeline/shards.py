@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_bytes, write_json, writes_folder, writing
-from pipeline.classes import CLASSES
-from pipeline.distribute import run_tasks
-from pipeline.errors import DataError, MissingInputError, UsageError
+from base.atomic import atomic_path, write_bytes, write_json, writes_folder, writing
+from base.distribute import run_tasks
+from base.errors import DataError, MissingInputError, UsageError
+from base.vocabulary import CLASSES, RATIOS
 from pipeline.schema import check_manifest
 from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
 
@@ -39,7 +39,7 @@ class ShardTask:
     ids_md5: str
 
 
-@writes_folder("out", "pipeline build-shards", ours=("sixray10", "sixray100", "sixray1000"))
+@writes_folder("out", "pipeline build-shards", ours=tuple(f"sixray{r}" for r in RATIOS))
 def build_shards(
     manifests: Path,
     out: Path,

@@ -14,8 +14,8 @@ the manifest's column, so an image has the same split in every subset.
 import duckdb
 import pyarrow as pa
 
-from pipeline.classes import CLASSES
-from pipeline.hashing import stable_hashes
+from base.hashing import stable_hashes
+from base.vocabulary import CLASSES
 
 TEST_EVERY = 5
 """One in five rows goes to test: 80/20."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.classes import CLASSES
-from pipeline.errors import MissingInputError
+from base.errors import MissingInputError
+from base.vocabulary import CLASSES
 from pipeline.schema import SUBSET_SCHEMA, USABLE_STATUSES, check_manifest
 
 QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)

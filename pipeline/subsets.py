@@ -15,13 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
-from pipeline.classes import ALL_CLASSES, CLASSES
-from pipeline.errors import DataError, UsageError
-from pipeline.hashing import stable_hashes
+from base.atomic import atomic_path
+from base.errors import DataError, UsageError
+from base.hashing import stable_hashes
+from base.vocabulary import ALL_CLASSES, CLASSES, RATIOS
 from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA, USABLE_STATUSES
 
-RATIOS = (10, 100, 1000)
 SPLITS = ("train", "test")
 BUCKET_ROWS = 65_536
 """Subset rows per spill bucket of write_subset: the most wide rows it holds in memory at once."""

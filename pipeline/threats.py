@@ -42,11 +42,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import writes_folder
-from pipeline.classes import ALL_CLASSES
-from pipeline.distribute import Chunk, mark_done, run_chunks
-from pipeline.errors import MissingInputError, UsageError
-from pipeline.hashing import content_key
+from base.atomic import writes_folder
+from base.distribute import Chunk, mark_done, run_chunks
+from base.errors import MissingInputError, UsageError
+from base.hashing import content_key
+from base.vocabulary import ALL_CLASSES
 from pipeline.layout import ANNOTATION_DIR, IMAGE_DIR, TIP_PREFIX, read_annotation
 from pipeline.library import (
     claim_collection,

@@ -41,11 +41,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from pipeline.atomic import atomic_path, locked, write_bytes_unsynced, write_json, write_parquet
-from pipeline.classes import CLASSES
-from pipeline.distribute import Chunk, mark_done, run_chunks
-from pipeline.errors import MissingInputError, UsageError
-from pipeline.hashing import content_key, stable_hash, stable_hashes
+from base.atomic import atomic_path, locked, write_bytes_unsynced, write_json, write_parquet
+from base.distribute import Chunk, mark_done, run_chunks
+from base.errors import MissingInputError, UsageError
+from base.hashing import content_key, stable_hash, stable_hashes
+from base.vocabulary import CLASSES
 from pipeline.layout import (
     ANNOTATION_DIR,
     IMAGE_DIR,

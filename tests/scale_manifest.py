@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.classes import ALL_CLASSES, CLASSES
+from base.vocabulary import ALL_CLASSES, CLASSES
 from pipeline.schema import BOX, MANIFEST_SCHEMA
 
 POSITIVES, NEGATIVES = 8_929, 1_050_302

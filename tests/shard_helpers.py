@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.classes import ALL_CLASSES, CLASSES
+from base.vocabulary import ALL_CLASSES, CLASSES
 from pipeline.schema import MANIFEST_SCHEMA
 
 

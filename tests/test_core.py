@@ -6,9 +6,9 @@ import os
 import pyarrow as pa
 import pytest
 
-from pipeline import atomic
-from pipeline.distribute import run_tasks
-from pipeline.hashing import stable_hash, stable_hashes
+from base import atomic
+from base.distribute import run_tasks
+from base.hashing import stable_hash, stable_hashes
 
 
 def test_stable_hash_is_fixed_and_salted():

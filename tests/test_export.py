@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.atomic import OWNER_MARK, WRITER_LOCK
-from pipeline.classes import ALL_CLASSES
+from base.atomic import OWNER_MARK, WRITER_LOCK
+from base.vocabulary import ALL_CLASSES
 from pipeline.cli import main
 from pipeline.export import export_subset
 from pipeline.ingest import ingest

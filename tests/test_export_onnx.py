@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 from model_helpers import bad_folder, fabricate_checkpoint
 
+from base.vocabulary import CLASSES
 from model.alarms import fit_thresholds, thresholds_document, write_thresholds
 from model.cli import main as model_cli
 from model.export import OnnxScorer
 from model.inference import FUSED, forward, load_model
 from model.pixels import normalise
 from model.predict import predict_command
-from pipeline.classes import CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from base.vocabulary import CLASSES, CSV_COLUMNS
 from pipeline import ingest as ingest_module
-from pipeline.classes import CLASSES, CSV_COLUMNS
 from pipeline.ingest import ingest
 from pipeline.schema import MANIFEST_SCHEMA
 from pipeline.stats import compute_stats

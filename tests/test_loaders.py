@@ -9,8 +9,8 @@ import pytest
 import torch
 from shard_helpers import row, synthetic_rows, write_dataset
 
+from base.vocabulary import CLASSES
 from model.data import LoaderConfig, ShardError, make_loader, split_info
-from pipeline.classes import CLASSES
 from pipeline.shards import build_shards
 
 
@@ -77,6 +77,7 @@ def batch_ids(shards, cfg, world_size, epoch=0) -> list[list[list[str]]]:
             for r in range(world_size)]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 8 workers on 2 cores, on purpose
 @pytest.mark.parametrize("negatives_per_positive", [None, 1.0])
 def test_train_epoch_is_exact_across_ranks_and_workers(shards, negatives_per_positive):
     positives, negatives = train_ids(shards)

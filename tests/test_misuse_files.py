@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_misuse import assert_clean, run, tree_bytes
 
+from base.vocabulary import CLASSES
 from model.cli import main as model_cli
-from pipeline.classes import CLASSES
 from pipeline.cli import main as pipeline_cli
 
 

@@ -85,7 +85,7 @@ def test_debug_goes_before_or_after_the_subcommand(tmp_path):
 
 
 def test_the_interrupt_hint_names_resume():
-    from pipeline.errors import describe
+    from base.errors import describe
 
     code, message = describe(KeyboardInterrupt())
     assert code == 130 and "--resume" in message
@@ -94,7 +94,7 @@ def test_the_interrupt_hint_names_resume():
 def test_os_errors_name_their_path_as_text_and_a_missing_file_as_missing():
     import errno
 
-    from pipeline.errors import describe
+    from base.errors import describe
 
     code, message = describe(PermissionError(errno.EACCES, "Permission denied", b"/data/JPEGImage"))
     assert (code, message) == (2, "permission denied: /data/JPEGImage")
@@ -106,7 +106,7 @@ def test_foreign_libraries_errors_map_to_our_exit_codes():
     import duckdb
     import pyarrow as pa
 
-    from pipeline.errors import describe
+    from base.errors import describe
 
     denied = duckdb.IOException('IO Error: Cannot open file "/m/x.parquet": Permission denied\nmore')
     assert describe(denied) == (2, 'permission denied (IO Error: Cannot open file "/m/x.parquet": '

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_misuse import TRAIN, assert_clean, run, tree_bytes
 
+from base.atomic import OWNER_MARK, WRITER_LOCK
 from model.cli import main as model_cli
-from pipeline.atomic import OWNER_MARK, WRITER_LOCK
 from pipeline.cli import main as pipeline_cli
 
 
@@ -97,7 +97,7 @@ def test_an_unmarked_folder_of_an_earlier_version_is_still_ours(built, tmp_path)
 def test_a_second_writer_is_refused_at_once_and_a_killed_one_blocks_nothing(built, tmp_path):
     out = tmp_path / "manifests"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pipeline.atomic import writing\n"
+        [sys.executable, "-c", "import sys, time; from base.atomic import writing\n"
          f"with writing({str(out)!r}, 'pipeline ingest'):\n    print('ready', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -121,7 +121,7 @@ def test_build_shards_is_refused_while_an_ingest_writes_its_manifests_folder(bui
     manifests.mkdir()
     (manifests / "manifest.parquet").write_bytes((built / "manifests" / "manifest.parquet").read_bytes())
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pipeline.atomic import writing\n"
+        [sys.executable, "-c", "import sys, time; from base.atomic import writing\n"
          f"with writing({str(manifests)!r}, 'pipeline ingest', ('manifest.parquet',)):\n"
          "    print('ready', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 POOL = """
 import os, time
-from pipeline.distribute import run_tasks
+from base.distribute import run_tasks
 def work(task):
     os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers' lines never interleave
     time.sleep(120)
@@ -24,7 +24,7 @@ list(run_tasks(work, range(4), workers=2))
 
 LOADER = """
 import functools, os, time, torch
-from pipeline.distribute import die_with_parent
+from base.distribute import die_with_parent
 class Slow(torch.utils.data.Dataset):
     def __len__(self): return 8
     def __getitem__(self, i):

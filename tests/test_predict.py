@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from model_helpers import bad_folder, fabricate_checkpoint
 from shard_helpers import jpeg_bytes, synthetic_rows, write_dataset
 
+from base.vocabulary import CLASSES
 from model.alarms import (
     alarm_report,
     find_thresholds,
@@ -21,7 +22,6 @@ from model.cli import main as model_cli
 from model.evaluate import evaluate_checkpoint
 from model.predict import predict_command
 from model.report import format_tables
-from pipeline.classes import CLASSES
 from pipeline.shards import build_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*skipping corrupt sample N0000002")

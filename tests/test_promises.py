@@ -15,14 +15,14 @@ from PIL import Image
 from shard_helpers import synthetic_rows, write_dataset
 
 import model.data as model_data
+from base.hashing import stable_hash
+from base.vocabulary import CLASSES
 from model.alarms import fit_thresholds, read_thresholds, threshold_for_recall
 from model.cli import main as model_cli
 from model.data import LoaderConfig, make_loader, split_info
 from model.evaluate import evaluate_checkpoint
 from model.predict import predict_command
-from pipeline.classes import CLASSES
 from pipeline.cli import main as pipeline_cli
-from pipeline.hashing import stable_hash
 from pipeline.shards import build_shards
 from pipeline.subsets import SubsetConfig, build_subset
 from pipeline.tip import _iou, draw_layers, project, transform_layer

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scale_manifest import NEGATIVES, POSITIVES, write_scale_manifest
 
-from pipeline.classes import CLASSES
+from base.vocabulary import CLASSES
 
 PEAK_RSS_BOUND_MB = 400
 """Measured 305 MB here (76 MB of it imports), 2026-12-05; 1 GB is the goal for the whole command. The

@@ -3,8 +3,8 @@
 import random
 from collections import Counter
 
-from pipeline.classes import CLASSES
-from pipeline.hashing import stable_hash
+from base.hashing import stable_hash
+from base.vocabulary import CLASSES
 from pipeline.split import assign_splits
 
 CLASS_MIX = (3129, 1962, 2205, 3963, 986)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from pipeline.atomic import write_parquet
+from base.atomic import write_parquet
 from pipeline.cli import main
 from pipeline.schema import MANIFEST_SCHEMA, SUBSET_SCHEMA
 from pipeline.stats import compute_stats, format_stats

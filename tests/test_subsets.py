@@ -4,8 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 from shard_helpers import row, synthetic_rows, write_dataset
 
-from pipeline.classes import CLASSES
-from pipeline.hashing import stable_hash
+from base.hashing import stable_hash
+from base.vocabulary import CLASSES
 from pipeline.schema import SUBSET_SCHEMA
 from pipeline.subsets import SubsetConfig, build_subset, per_class_positives
 

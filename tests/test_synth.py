@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.classes import CLASSES
+from base.vocabulary import CLASSES
 from pipeline.layout import negative_id, positive_id
 from pipeline.xray import real_stats as stats
 from pipeline.xray.physics import attenuation, colourise

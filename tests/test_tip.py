@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.classes import CLASSES
+from base.errors import UsageError
+from base.vocabulary import CLASSES
 from pipeline.cli import main
-from pipeline.errors import UsageError
 from pipeline.ingest import ingest
 from pipeline.layout import JPEG_QUALITY, read_annotation, tip_id
 from pipeline.library import read_library
@@ -311,7 +311,7 @@ def test_tip_never_replaces_a_scan_it_did_not_write_and_writes_alone(dataset, tm
     theirs.unlink()
     make_tip(dataset["raw"], dataset["threats"], out, count=20, **kw)  # its own T1..T10 are rewritten freely
     holder = subprocess.Popen(  # another process writing TIP scans there
-        [sys.executable, "-c", "import time; from pipeline.atomic import locked\n"
+        [sys.executable, "-c", "import time; from base.atomic import locked\n"
          f"with locked({str(out)!r}, 'pipeline tip'):\n    print('ready', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:

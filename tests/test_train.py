@@ -15,13 +15,13 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 from sklearn.metrics import average_precision_score
 
+from base.vocabulary import CLASSES
 from model.checkpoint import load_checkpoint
 from model.cli import main as model_cli
 from model.config import OFFICIAL_EPSILON, ModelConfig, TrainConfig
 from model.evaluate import evaluate_checkpoint
 from model.report import format_tables
 from model.train import RandomStartWarning, train, warn_if_random_start, write_metrics_csv
-from pipeline.classes import CLASSES
 
 
 class FakeData:

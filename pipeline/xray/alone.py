@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.distribute import Chunk, mark_done, run_chunks
-from pipeline.hashing import content_key
+from base.distribute import Chunk, mark_done, run_chunks
+from base.hashing import content_key
 from pipeline.layout import positive_id
 from pipeline.library import (
     claim_collection,

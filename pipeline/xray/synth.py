@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, write_bytes_unsynced, writes_folder
-from pipeline.classes import CLASSES
-from pipeline.distribute import Chunk, claim, mark_done, run_chunks
-from pipeline.errors import UsageError
-from pipeline.hashing import content_key, stable_hash
+from base.atomic import atomic_path, write_bytes_unsynced, writes_folder
+from base.distribute import Chunk, claim, mark_done, run_chunks
+from base.errors import UsageError
+from base.hashing import content_key, stable_hash
+from base.vocabulary import CLASSES, RATIOS
 from pipeline.layout import (
     ANNOTATION_DIR,
     IMAGE_DIR,
@@ -41,7 +41,6 @@ from pipeline.xray.render import render_scan
 DEFAULT_POSITIVES = 8_929
 DEFAULT_NEGATIVES = 1_050_302
 """The paper's Table 1 at full scale."""
-SUBSETS = (10, 100, 1000)
 TEST_SHARE = 0.2
 """The real scans' quantisation tables are libjpeg's quality 75 (4:2:0)."""
 MIN_SIDE = 32
@@ -163,7 +162,7 @@ def write_label_files(out: Path, seed: int, positives: int, negatives: int) -> d
     labels = {i: positive_classes(seed, i) for i in pos_ids}
     neg_rank = _rank(seed, "synth-negatives", negatives, negative_id)
     counts = {}
-    for ratio in SUBSETS:
+    for ratio in RATIOS:
         members = _subset(ratio, seed, pos_ids, labels, neg_rank)
         test = _test_members(seed, members, labels)
         counts[ratio] = _write_subset(out / LABEL_DIR / str(ratio), members, labels, test)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.atomic import write_json
-from pipeline.errors import UsageError
+from base.atomic import write_json
+from base.errors import UsageError
 
 
 def default_workers() -> int:

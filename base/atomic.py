@@ -130,7 +130,7 @@ def writes_folder(where, command: str, ours: tuple[str, ...] = ()):
 
 
 def _check_ours(folder: Path, command: str, ours: tuple[str, ...]) -> None:
-    from pipeline.errors import UsageError
+    from base.errors import UsageError
 
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: a file, not a folder; choose another output folder")
@@ -142,7 +142,7 @@ def _check_ours(folder: Path, command: str, ours: tuple[str, ...]) -> None:
 
 
 def _lock(folder: Path, command: str) -> int:
-    from pipeline.errors import UsageError
+    from base.errors import UsageError
 
     fd = os.open(folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -160,7 +160,7 @@ def _lock(folder: Path, command: str) -> int:
 def read_json(path, what: str) -> dict:
     """A JSON object this project wrote (`what` says which, for the error): a DataError naming the file when
     it is not JSON or not an object, never a parser's traceback."""
-    from pipeline.errors import DataError
+    from base.errors import DataError
 
     try:
         obj = json.loads(Path(path).read_bytes())

@@ -1,4 +1,9 @@
-"""The SIXray class vocabulary: the five trained classes in the paper's order, plus hammer."""
+"""The SIXray vocabulary: the five trained classes in the paper's order plus hammer, the label files'
+class columns, and the subsets' ratios."""
+
+RATIOS = (10, 100, 1000)
+"""SIXray10 / SIXray100 / SIXray1000: negatives per positive (SIXray1000: a quota of positives per class
+and every negative)."""
 
 CLASSES = ("gun", "knife", "wrench", "pliers", "scissors")
 """The five classes the paper trains and evaluates, in its column order."""
