@@ -4,6 +4,7 @@ import click
 
 from base.errors import EXIT_DATA, Commands
 from base.vocabulary import RATIOS
+from pipeline.subsets import SubsetConfig
 
 
 @click.group(cls=Commands)
@@ -162,9 +163,11 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
 @click.option("--split", "split_source", type=click.Choice(["ours", "official"]), default="ours",
               show_default=True, help="ours: the manifest's split; official: the label files'.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--shard-bytes", type=click.IntRange(min=1), default=256 * 2**20, show_default=True)
-@click.option("--positives-per-class", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--shard-size", type=click.IntRange(min=1), default=SubsetConfig.shard_size, show_default=True)
+@click.option("--shard-bytes", type=click.IntRange(min=1), default=SubsetConfig.shard_bytes,
+              show_default=True)
+@click.option("--positives-per-class", type=click.IntRange(min=1), default=SubsetConfig.positives_per_class,
+              show_default=True)
 @click.option("--exclude-source", "exclude_sources", type=click.Choice(["real", "synth", "tip"]),
               multiple=True, help="Leave out the rows of this source (repeatable); tip: no TIP scans.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
