@@ -3,12 +3,11 @@ positives drawn on an empty belt (no bag, no clutter), rendered by the same phys
 written as a threat-library collection (pipeline/library.py)."""
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from base.distribute import Chunk, mark_done, run_chunks
+from base.distribute import mark_done, run_chunks
 from base.hashing import content_key
 from pipeline.layout import positive_id
 from pipeline.library import (
@@ -19,26 +18,14 @@ from pipeline.library import (
     threat_id,
     write_layer,
 )
+from pipeline.xray.synth import GeneratorChunk, draw_threats, image_rng, image_size
 
 FORMAT = 1
 """Bump when a layer's pixels change for the same input: chunk keys hold it."""
 
 
-@dataclass(frozen=True)
-class AloneChunk(Chunk):
-    out: str
-    ids: tuple[str, ...]
-    seed: int
-    size_factor: float
-    difficulty: float
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def synth_chunk(chunk: AloneChunk) -> dict:
+def synth_chunk(chunk: GeneratorChunk) -> dict:
     """Draw the threats of a chunk of synthetic positives alone on an empty belt, one layer per box."""
-    from pipeline.xray.synth import draw_threats, image_rng, image_size
 
     out = Path(chunk.out)
     rows = []
@@ -96,7 +83,7 @@ def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float =
     for start in range(0, len(ids), chunk_size):
         part = tuple(ids[start : start + chunk_size])
         key = content_key([FORMAT, "synth", seed, size_factor, difficulty, part], 12)
-        chunks.append(AloneChunk(key, str(marker_path(collection, key)), str(collection), part, seed,
+        chunks.append(GeneratorChunk(key, str(marker_path(collection, key)), str(collection), part, seed,
                                  size_factor, difficulty))
     _, skipped = run_chunks(synth_chunk, chunks, desc=f"threats {name}", unit="scan", workers=workers,
                             scheduler=scheduler)

@@ -113,9 +113,10 @@ def render_image(seed: int, image_id: str, size_factor: float, difficulty: float
 
 
 @dataclass(frozen=True)
-class SynthChunk(Chunk):
+class GeneratorChunk(Chunk):
+    """Ids for the generator to draw (scans here, threats alone in xray/alone.py) with its settings."""
+
     out: str
-    number: int
     ids: tuple[str, ...]
     seed: int
     size_factor: float
@@ -123,6 +124,11 @@ class SynthChunk(Chunk):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class SynthChunk(GeneratorChunk):
+    number: int  # the marker's name
 
 
 def write_chunk(chunk: SynthChunk) -> dict:
@@ -148,8 +154,8 @@ def plan_chunks(out: Path, positives: int, negatives: int, *, chunk_size: int, s
     ranges = [group[start : start + chunk_size] for group in groups
               for start in range(0, len(group), chunk_size)]
     return [SynthChunk(content_key(["synth", seed, size_factor, difficulty, ids], 12),
-                       str(out / ".synth" / f"chunk-{number:06d}.json"), str(out), number, tuple(ids), seed,
-                       size_factor, difficulty)
+                       str(out / ".synth" / f"chunk-{number:06d}.json"), str(out), tuple(ids), seed,
+                       size_factor, difficulty, number)
             for number, ids in enumerate(ranges)]
 
 
