@@ -36,7 +36,7 @@ from base.errors import DataError, MissingInputError, UsageError
 from base.hashing import stable_hash
 from model import epochs
 from model.config import TrainConfig
-from model.pixels import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD, augment, load_pixels, normalise
+from model.pixels import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD, augment, load_pixels
 
 SPLITS = ("train", "val", "test")
 
@@ -66,7 +66,7 @@ class LoaderConfig:
 
 
 class Batch(NamedTuple):
-    images: torch.Tensor  # float32 [B, 3, H, W], ImageNet-normalised
+    images: torch.Tensor  # [B, 3, H, W]: uint8 (CPU loader) or float32 normalised (DALI): see model_input
     labels: torch.Tensor  # float32 [B, 5]: 1 present (difficult included), 0 absent
     difficult: torch.Tensor  # bool [B, 5]
     ids: list[str]
@@ -394,7 +394,7 @@ def decode(sample: dict, size: int, crop: int | None, rng: np.random.Generator) 
 
 def collate(samples: list[dict]) -> Batch:
     return Batch(
-        images=normalise(torch.stack([s["image"] for s in samples])),
+        images=torch.stack([s["image"] for s in samples]),  # uint8: normalised on the device
         labels=torch.stack([s["labels"] for s in samples]),
         difficult=torch.stack([s["difficult"] for s in samples]),
         ids=[s["id"] for s in samples],

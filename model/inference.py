@@ -20,7 +20,7 @@ from model.checkpoint import load_checkpoint
 from model.chr import STAGE_NAMES, build_model
 from model.config import TrainConfig, train_config_from_dict
 from model.metrics import class_separation, mean_ap, per_class_ap, pointing_accuracy, pointing_counts
-from model.pixels import unnormalise
+from model.pixels import as_picture, model_input
 
 FUSED = "fused"
 
@@ -63,11 +63,10 @@ def progress_bar(iterable=None, *, total: int, desc: str, unit: str, enabled: bo
 @torch.no_grad()
 def forward(model, images: torch.Tensor, device, *, amp: bool = False, channels_last: bool = False
             ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """Normalised float images [B, 3, H, W] -> ({output: float32 scores [B, C] on the CPU}, the stages' CAMs
-    on the CPU): the fused score (mean of the stages' sigmoids) and each stage's sigmoid."""
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    """Images [B, 3, H, W] (uint8, or normalised float: pixels.model_input) -> ({output: float32 scores [B, C]
+    on the CPU}, the stages' CAMs on the CPU): the fused score (mean of the stages' sigmoids) and each
+    stage's sigmoid."""
+    images = model_input(images, device, channels_last)
     with torch.autocast(device.type, enabled=amp):
         out = model(images)
     scores = {FUSED: out.scores().float().cpu()}
@@ -132,7 +131,7 @@ def _examples(batch, cams, limit: int) -> list[dict]:
         if len(keep) == limit:
             break
         if batch.labels[i].sum() > 0 and info.get("boxes"):
-            keep.append({"id": batch.ids[i], "image": unnormalise(batch.images[i]), "meta": info,
+            keep.append({"id": batch.ids[i], "image": as_picture(batch.images[i]), "meta": info,
                          "labels": batch.labels[i].cpu().numpy(), "cams": [c[i].numpy() for c in cams]})
     return keep
 

@@ -1,6 +1,10 @@
 """The pixel transform, defined once for the shard loaders, `model predict` and `model export`: JPEG bytes
 to a square uint8 RGB image (the test transform), the training crop and flip, and ImageNet normalisation
-and its inverse. DALI's pipeline (model/data.py) reproduces it with the same constants."""
+and its inverse. DALI's pipeline (model/data.py) reproduces it with the same constants.
+
+Batches stay uint8 until they reach the device (`model_input`): a quarter of float32's bytes through the
+DataLoader's workers and the host-to-device copy, normalised where the network runs, as the ONNX graph
+(model/export.py) does in its first step."""
 
 import io
 
@@ -39,7 +43,18 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - mean) / std
 
 
-def unnormalise(image: torch.Tensor) -> np.ndarray:
-    """An ImageNet-normalised [3, H, W] input as the [H, W, 3] picture in 0..1 the network saw."""
+def model_input(images: torch.Tensor, device, channels_last: bool = False) -> torch.Tensor:
+    """A batch as the network takes it, on `device`: uint8 images (the CPU loader's, `model predict`'s) are
+    moved as bytes and normalised there; float ones (DALI's, normalised on the GPU) pass as they are."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalise(images)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def as_picture(image: torch.Tensor) -> np.ndarray:
+    """One [3, H, W] input, uint8 or ImageNet-normalised, as the [H, W, 3] picture in 0..1 the network saw."""
+    if image.dtype == torch.uint8:
+        return image.cpu().permute(1, 2, 0).numpy() / 255.0
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (image.cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()

@@ -34,7 +34,7 @@ from base.vocabulary import CLASSES
 from model.alarms import alarms, checkpoint_thresholds, read_thresholds
 from model.data import read_shards, sample_filter, split_info
 from model.inference import FUSED, forward, load_model, progress_bar, resolve_device
-from model.pixels import DECODE_ERRORS, load_pixels, normalise
+from model.pixels import DECODE_ERRORS, load_pixels
 from pipeline.layout import IMAGE_DIR, JPEG_SUFFIXES
 from pipeline.schema import check_manifest
 from pipeline.validate import inspect_bytes, printable
@@ -199,7 +199,7 @@ class TorchScorer:
         self.has_cams = True
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-        scores, cams = forward(self.model, normalise(images), self.device, amp=self.device.type == "cuda")
+        scores, cams = forward(self.model, images, self.device, amp=self.device.type == "cuda")
         return scores[FUSED].numpy(), [c.numpy() for c in cams]
 
 

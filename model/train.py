@@ -34,6 +34,7 @@ from model.chr import build_model
 from model.config import TrainConfig, to_dict, train_config_from_dict
 from model.inference import FUSED, gather, predict, progress_bar, resolve_device, summarise, val_thresholds
 from model.loss import chr_loss
+from model.pixels import model_input
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -199,9 +200,7 @@ def check_selection_split(data, cfg: TrainConfig) -> None:
 def train_step(net, batch, optimizer, scaler, cfg: TrainConfig, device) -> torch.Tensor:
     """One optimiser step on a batch (AMP and channels_last as `cfg` says); returns the loss, detached and
     left on the device (reading it would make the host wait for the step)."""
-    images = batch.images.to(device, non_blocking=True)
-    if cfg.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = model_input(batch.images, device, cfg.channels_last)
     with torch.autocast(device.type, enabled=cfg.amp):
         outputs = net(images)
     loss = chr_loss(outputs.logits, batch.labels.to(device), cfg.model)

@@ -16,7 +16,6 @@ from model.alarms import fit_thresholds, thresholds_document, write_thresholds
 from model.cli import main as model_cli
 from model.export import OnnxScorer
 from model.inference import FUSED, forward, load_model
-from model.pixels import normalise
 from model.predict import predict_command
 
 
@@ -45,14 +44,14 @@ def coloured_scans(batch: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("batch", [1, 5])
 def test_onnx_scores_and_cams_match_the_eval_path(exported, batch):
-    """The ONNX file on uint8 RGB against the evaluator's own path (the loaders' normalise, then
-    inference.forward), within 1e-6; the scans' scores spread far more than that, so a graph that read
-    BGR, or skipped a step, would fail."""
+    """The ONNX file on uint8 RGB against the evaluator's own path (inference.forward on the same uint8
+    batch, normalised on the device), within 1e-6; the scans' scores spread far more than that, so a
+    graph that read BGR, or skipped a step, would fail."""
     root, checkpoint, _ = exported
     model, _, _ = load_model(checkpoint, torch.device("cpu"))
     model.eval()
     images = coloured_scans(batch, seed=batch)
-    scores, cams = forward(model, normalise(images), torch.device("cpu"))
+    scores, cams = forward(model, images, torch.device("cpu"))
     got_scores, got_cams = OnnxScorer(root / "model.onnx")(images.numpy())
     assert got_scores.shape == (batch, 5) and [c.shape[:2] for c in got_cams] == [(batch, 5)] * 3
     for got, want in zip([got_scores, *got_cams], [scores[FUSED], *cams], strict=True):

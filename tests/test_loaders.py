@@ -11,6 +11,7 @@ from shard_helpers import row, synthetic_rows, write_dataset
 
 from base.vocabulary import CLASSES
 from model.data import LoaderConfig, ShardError, make_loader, split_info
+from model.pixels import model_input
 from pipeline.shards import build_shards
 
 
@@ -114,14 +115,16 @@ def test_train_negatives_rotate_and_follow_the_seed(shards):
 
 
 @SKIPS_CORRUPT
-def test_batches_carry_labels_masks_meta_and_normalised_images(shards):
+def test_batches_carry_labels_masks_meta_and_uint8_images_the_device_normalises(shards):
     manifest = {
         r["id"]: r for r in pq.read_table(shards.parent.parent / "manifests" / "sixray10.parquet").to_pylist()
     }
     batches = list(make_loader(shards, "test", config()))
     for batch in batches:
-        assert batch.images.dtype == torch.float32 and batch.images.shape[1:] == (3, 32, 32)
-        assert -2.2 < batch.images.min() and batch.images.max() < 2.7  # ImageNet-normalised range
+        assert batch.images.dtype == torch.uint8 and batch.images.shape[1:] == (3, 32, 32)
+        normalised = model_input(batch.images, "cpu")
+        assert normalised.dtype == torch.float32 and normalised.shape == batch.images.shape
+        torch.testing.assert_close(normalised[:, 0], (batch.images[:, 0].float() / 255 - 0.485) / 0.229)
         for k, image_id in enumerate(batch.ids):
             assert batch.labels[k].tolist() == [float(manifest[image_id][c] == 1) for c in CLASSES]
             assert len(batch.meta[k]["boxes"]) == int(batch.labels[k].sum())
@@ -202,7 +205,8 @@ def test_dali_cpu_only_matches_the_cpu_loader(tmp_path, shards):
     # The same pixels, id by id and channel by channel (measured: <= 0.002 apart on average; red and blue
     # swapped: 0.49): same decode, colour order, resize and normalisation.
     dali_images = {i: b.images[k] for bs in per_rank for b in bs for k, i in enumerate(b.ids)}
-    cpu_images = {i: b.images[k] for b in make_loader(clean, "test", config()) for k, i in enumerate(b.ids)}
+    cpu_images = {i: model_input(b.images, "cpu")[k]
+                  for b in make_loader(clean, "test", config()) for k, i in enumerate(b.ids)}
     for i, image in cpu_images.items():
         per_channel = (dali_images[i] - image).abs().mean(dim=(1, 2))
         assert (per_channel < 0.02).all(), (i, per_channel)
