@@ -96,3 +96,13 @@ def write_dataset(root: Path, rows: list[dict], corrupt: tuple[str, ...] = ()) -
     path = root / "manifests" / "manifest.parquet"
     pq.write_table(table, path)
     return path
+
+
+def sixray10_shards(root: Path, rows: list[dict], *, shard_size: int, corrupt: tuple[str, ...] = ()) -> Path:
+    """write_dataset, then build-shards --ratio 10 over it: the shard folder root/shards/sixray10."""
+    from pipeline.shards import build_shards
+
+    write_dataset(root, rows, corrupt)
+    build_shards(root / "manifests", root / "shards", 10, shard_size=shard_size, workers=1)
+    return root / "shards" / "sixray10"
+

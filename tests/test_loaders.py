@@ -7,21 +7,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from shard_helpers import row, synthetic_rows, write_dataset
+from shard_helpers import row, sixray10_shards, synthetic_rows
 
 from base.vocabulary import CLASSES
 from model.data import LoaderConfig, ShardError, make_loader, split_info
 from model.pixels import model_input
-from pipeline.shards import build_shards
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     rows = synthetic_rows(30, 120, seed=1) + [row("P00099", "test", ["gun", "knife"], difficult=["knife"])]
-    write_dataset(root, rows, corrupt=("N0000002",))
-    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
-    return root / "shards" / "sixray10"
+    return sixray10_shards(root, rows, shard_size=12, corrupt=("N0000002",))
 
 
 def config(**kw) -> LoaderConfig:
@@ -176,10 +173,7 @@ def dali_available() -> bool:
 @pytest.mark.skipif(not dali_available(), reason="nvidia-dali is not installed")
 def test_dali_cpu_only_matches_the_cpu_loader(tmp_path, shards):
     # DALI does not skip corrupt samples; give it shards without the corrupt one.
-    root = tmp_path / "data"
-    write_dataset(root, synthetic_rows(30, 120, seed=1))
-    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
-    clean = root / "shards" / "sixray10"
+    clean = sixray10_shards(tmp_path / "data", synthetic_rows(30, 120, seed=1), shard_size=12)
     cfg = config(backend="dali", workers=2)
     per_rank = [list(make_loader(clean, "test", cfg, rank=r, world_size=2)) for r in range(2)]
     dali = {

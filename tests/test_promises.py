@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from model_helpers import fabricate_checkpoint
 from PIL import Image
-from shard_helpers import synthetic_rows, write_dataset
+from shard_helpers import sixray10_shards, synthetic_rows, write_dataset
 
 import model.data as model_data
 from base.hashing import stable_hash
@@ -216,10 +216,7 @@ def test_eval_thresholds_reach_the_target_recall_on_the_val_split(evaluated, tmp
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reads")
-    write_dataset(root, synthetic_rows(20, 120, seed=2))
-    build_shards(root / "manifests", root / "shards", 10, shard_size=25, workers=1)
-    return root / "shards" / "sixray10"
+    return sixray10_shards(tmp_path_factory.mktemp("reads"), synthetic_rows(20, 120, seed=2), shard_size=25)
 
 
 def test_negatives_left_out_of_a_balanced_epoch_and_non_val_samples_are_never_read(shards, monkeypatch):

@@ -387,14 +387,9 @@ def test_train_with_the_dali_loader_on_real_shards(tmp_path, sample_shards):
 
 @pytest.fixture(scope="module")
 def small_shards(tmp_path_factory):
-    from shard_helpers import synthetic_rows, write_dataset
+    from shard_helpers import sixray10_shards, synthetic_rows
 
-    from pipeline.shards import build_shards
-
-    root = tmp_path_factory.mktemp("small")
-    write_dataset(root, synthetic_rows(30, 120, seed=1))
-    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
-    return root / "shards" / "sixray10"
+    return sixray10_shards(tmp_path_factory.mktemp("small"), synthetic_rows(30, 120, seed=1), shard_size=12)
 
 
 def balanced_config(tmp_path, shards, name, epochs):

@@ -2,20 +2,16 @@
 from what trains, exact per epoch, the same from the CPU and the DALI loaders."""
 
 import pytest
-from shard_helpers import synthetic_rows, write_dataset
+from shard_helpers import sixray10_shards, synthetic_rows
 
 from model.data import LoaderConfig, in_validation, make_loader, split_info
-from pipeline.shards import build_shards
 
 FRACTION = 0.25
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("val")
-    write_dataset(root, synthetic_rows(30, 120, seed=1))
-    build_shards(root / "manifests", root / "shards", 10, shard_size=12, workers=1)
-    return root / "shards" / "sixray10"
+    return sixray10_shards(tmp_path_factory.mktemp("val"), synthetic_rows(30, 120, seed=1), shard_size=12)
 
 
 def config(**kw) -> LoaderConfig:

@@ -9,15 +9,8 @@ import numpy as np
 
 from base.distribute import mark_done, run_chunks
 from base.hashing import content_key
+from pipeline import library
 from pipeline.layout import positive_id
-from pipeline.library import (
-    claim_collection,
-    finish_collection,
-    library_row,
-    marker_path,
-    threat_id,
-    write_layer,
-)
 from pipeline.xray.synth import GeneratorChunk, draw_threats, image_rng, image_size
 
 FORMAT = 1
@@ -37,10 +30,11 @@ def synth_chunk(chunk: GeneratorChunk) -> dict:
             layer = draw_alone(rng, cls, area, width, height, chunk.difficulty)
             if layer is None:
                 continue
-            tid = threat_id(scan_id, k)
-            write_layer(out / "layers" / f"{tid}.png", layer)
+            tid = library.threat_id(scan_id, k)
+            library.write_layer(out / "layers" / f"{tid}.png", layer)
             box = (0, 0, layer.shape[1], layer.shape[0])  # the layer is all of its (threat-only) scan
-            rows.append(library_row(tid, cls, layer, scan_id, (height, width), box, None, 0.0, "synth"))
+            rows.append(library.library_row(tid, cls, layer, scan_id, (height, width), box, None, 0.0,
+                                            "synth"))
     mark_done(chunk, {"count": len(chunk.ids), "rows": rows, "drops": {}})
     return {"count": len(chunk.ids), "layers": len(rows)}
 
@@ -77,15 +71,15 @@ def synth_collection(out, *, positives: int, seed: int = 0, size_factor: float =
     name = name or f"synth-{seed}"
     collection = Path(out) / name
     params = {"origin": "synth", "seed": seed, "size_factor": size_factor, "difficulty": difficulty}
-    claim_collection(collection, params)
+    library.claim_collection(collection, params)
     ids = [positive_id(i) for i in range(1, positives + 1)]
     chunks = []
     for start in range(0, len(ids), chunk_size):
         part = tuple(ids[start : start + chunk_size])
         key = content_key([FORMAT, "synth", seed, size_factor, difficulty, part], 12)
-        chunks.append(GeneratorChunk(key, str(marker_path(collection, key)), str(collection), part, seed,
-                                 size_factor, difficulty))
+        marker = library.marker_path(collection, key)
+        chunks.append(GeneratorChunk(key, str(marker), str(collection), part, seed, size_factor, difficulty))
     _, skipped = run_chunks(synth_chunk, chunks, desc=f"threats {name}", unit="scan", workers=workers,
                             scheduler=scheduler)
-    return {**finish_collection(collection, [c.key for c in chunks]), "collection": str(collection),
+    return {**library.finish_collection(collection, [c.key for c in chunks]), "collection": str(collection),
             "scans": len(ids), "skipped_chunks": skipped}
