@@ -1,6 +1,9 @@
 """The SIXray vocabulary: the five trained classes in the paper's order plus hammer, the label files'
 class columns, and the subsets' ratios."""
 
+RELEASE_POSITIVES, RELEASE_NEGATIVES = 8_929, 1_050_302
+"""The scans of the SIXray release, with and without prohibited items (1,059,231 in all)."""
+
 RATIOS = (10, 100, 1000)
 """SIXray10 / SIXray100 / SIXray1000: negatives per positive (SIXray1000: a quota of positives per class
 and every negative)."""

@@ -3,8 +3,9 @@
 import click
 
 from base.errors import EXIT_DATA, Commands
-from base.vocabulary import RATIOS
+from base.vocabulary import RATIOS, RELEASE_NEGATIVES, RELEASE_POSITIVES
 from pipeline.subsets import SubsetConfig
+from pipeline.validate import DEFAULT_MAX_PIXELS
 
 
 @click.group(cls=Commands)
@@ -17,8 +18,8 @@ def main():
 
 @main.command("synth")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Raw root to write (resumable).")
-@click.option("--positives", type=click.IntRange(0, 99_999), default=8_929, show_default=True)
-@click.option("--negatives", type=click.IntRange(0, 9_999_999), default=1_050_302, show_default=True)
+@click.option("--positives", type=click.IntRange(0, 99_999), default=RELEASE_POSITIVES, show_default=True)
+@click.option("--negatives", type=click.IntRange(0, 9_999_999), default=RELEASE_NEGATIVES, show_default=True)
 @click.option("--size-factor", type=click.FloatRange(0, 4, min_open=True), default=1.0, show_default=True,
               help="Scales image sides (1.0: real sizes, median 632x571).")
 @click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -127,7 +128,7 @@ def tip_command(raw, threats, count, out, manifests, seed, max_threats, chunk_si
 @click.option("--scheduler", help="Dask scheduler address: run the chunk tasks on that cluster.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Images per resumable task.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Header width*height over this is too_large (checked before decoding).")
 def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
     """Validate a raw SIXray folder into OUT/manifest.parquet; exit 1 if any row is unusable."""

@@ -23,7 +23,7 @@ from base.atomic import atomic_path, write_bytes_unsynced, writes_folder
 from base.distribute import Chunk, claim, mark_done, run_chunks
 from base.errors import UsageError
 from base.hashing import content_key, stable_hash
-from base.vocabulary import CLASSES, RATIOS
+from base.vocabulary import CLASSES, RATIOS, RELEASE_NEGATIVES, RELEASE_POSITIVES
 from pipeline.layout import (
     ANNOTATION_DIR,
     IMAGE_DIR,
@@ -38,8 +38,6 @@ from pipeline.layout import (
 from pipeline.xray import real_stats as stats
 from pipeline.xray.render import render_scan
 
-DEFAULT_POSITIVES = 8_929
-DEFAULT_NEGATIVES = 1_050_302
 """The paper's Table 1 at full scale."""
 TEST_SHARE = 0.2
 """The real scans' quantisation tables are libjpeg's quality 75 (4:2:0)."""
@@ -248,8 +246,8 @@ def _write_subset(folder: Path, members: dict, labels, test: set) -> dict:
 def synthesize(
     out,
     *,
-    positives: int = DEFAULT_POSITIVES,
-    negatives: int = DEFAULT_NEGATIVES,
+    positives: int = RELEASE_POSITIVES,
+    negatives: int = RELEASE_NEGATIVES,
     size_factor: float = 1.0,
     difficulty: float = 0.5,
     seed: int = 0,
