@@ -44,6 +44,7 @@ def make_dataset(root: Path, n: int, positive_share: float = 0.5) -> Path:
     """root/raw/JPEGImage + root/manifests/manifest.parquet for n images (reused when present)."""
     manifest = root / "manifests" / "manifest.parquet"
     if manifest.exists() and pq.read_metadata(manifest).num_rows == n:
+        write_sorted(pq.read_table(manifest), manifest)  # folders made before manifests had to be sorted
         return manifest
     rng = np.random.default_rng(0)
     (root / "raw" / "JPEGImage").mkdir(parents=True, exist_ok=True)
@@ -77,10 +78,14 @@ def make_dataset(root: Path, n: int, positive_share: float = 0.5) -> Path:
         )
     table = pa.Table.from_pylist(records, schema=MANIFEST_SCHEMA)
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        table.replace_schema_metadata({b"raw_root": str((root / "raw").resolve()).encode()}), manifest
-    )
+    raw_root = str((root / "raw").resolve()).encode()
+    write_sorted(table.replace_schema_metadata({b"raw_root": raw_root}), manifest)
     return manifest
+
+
+def write_sorted(table: pa.Table, manifest: Path) -> None:
+    """The manifest sorted by id, as ingest writes it (build-shards refuses another order)."""
+    pq.write_table(table.sort_by("id"), manifest)
 
 
 def warm(folder: Path) -> None:
