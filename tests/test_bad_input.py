@@ -8,6 +8,7 @@ import struct
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from fixture_scope import module_unless_mutmut
 from PIL import Image
 
 from pipeline.cli import main
@@ -126,7 +127,7 @@ def bad_raw(tmp_path_factory):
     return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutmut)
 def bad_run(bad_raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("bad_out")
     result = CliRunner().invoke(main, ["ingest", "--raw", str(bad_raw), "--out", str(out), "--workers", "1",

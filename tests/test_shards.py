@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_scope import module_unless_mutmut
 from shard_helpers import row, synthetic_rows, write_dataset
 
 from pipeline.shards import build_shards, tar_header
@@ -28,7 +29,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutmut)
 def built(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     result = build_shards(dataset / "manifests", out, 10, shard_size=40, workers=1)
