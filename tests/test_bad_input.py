@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from fixture_scope import module_unless_mutmut
 from PIL import Image
 
+from pipeline.classes import ALL_CLASSES
 from pipeline.cli import main
 from pipeline.labels import build_labels
 from pipeline.validate import inspect_bytes
@@ -222,3 +223,13 @@ def test_unreadable_label_files_are_skipped_and_named(tmp_path):
     rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
     assert [(r["id"], r["gun"], r["official"]) for r in rows] == [("P00001", 1, ["good"])]
     assert not list(tmp_path.glob(".*")), "no temp files or row folders left"
+
+
+def test_without_a_readable_label_file_the_labels_table_is_empty(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    (tmp_path / "ImageSet" / "c.csv").write_text("")
+    summary = build_labels(tmp_path, tmp_path / "labels.parquet")
+    assert (summary["label_files"], summary["labelled_ids"], len(summary["skipped_files"])) == (["c"], 0, 1)
+    table = pq.read_table(tmp_path / "labels.parquet")
+    assert table.num_rows == 0
+    assert table.column_names == ["id", "official", *ALL_CLASSES, "difficult", "problems"]
