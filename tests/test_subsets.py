@@ -1,10 +1,13 @@
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from shard_helpers import row, synthetic_rows, write_dataset
 
+from pipeline import subsets as subsets_module
 from pipeline.classes import CLASSES
 from pipeline.schema import SUBSET_SCHEMA
-from pipeline.subsets import SubsetConfig, build_subset
+from pipeline.subsets import SubsetConfig, build_subset, read_keys, split_codes
 
 
 def subset(tmp_path, manifest, **kw):
@@ -130,3 +133,72 @@ def test_official_split_comes_from_the_label_files(tmp_path):
     }
     with pytest.raises(ValueError, match="ImageSet/1000"):
         subset(tmp_path, tmp_path / "manifests" / "manifest.parquet", ratio=1000, split_source="official")
+
+
+# Key columns and the manifest checks, row by row.
+FIVE = [row("N0000001"), row("N0000002", "test"), row("N0000003", status="corrupt"),
+        row("P00001", classes=["gun"]), row("P00002", "test", ["knife"])]
+
+
+def rewrite(path, **columns):
+    """Replace whole columns of a manifest (None: drop the column), its metadata kept."""
+    table = pq.read_table(path)
+    for name, values in columns.items():
+        i = table.schema.get_field_index(name)
+        field = table.schema.field(i)
+        values = None if values is None else pa.array(values, field.type)
+        table = table.remove_column(i) if values is None else table.set_column(i, field, values)
+    pq.write_table(table, path)
+    return path
+
+
+def test_read_keys_holds_narrow_columns_tip_flags_and_manifest_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(subsets_module, "BATCH_ROWS", 2)  # three batches
+    manifest = rewrite(write_dataset(tmp_path, FIVE), source=["real", None, "real", "real", "tip"],
+                       knife=[None, 0, 0, 0, 1], hammer=[None, 0, 0, 0, 0])
+    keys = read_keys(manifest, SubsetConfig(10))
+    assert keys["ids"].to_pylist() == ["N0000001", "N0000002", "P00001", "P00002"]  # the corrupt row left out
+    assert keys["manifest_rows"].tolist() == [0, 1, 3, 4] and keys["manifest_size"] == 5
+    assert keys["splits"].tolist() == [0, 1, 0, 1]
+    assert keys["labels"].dtype == np.int8  # a null label reads as absent
+    assert keys["labels"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]
+    assert keys["hammer"].tolist() == [False] * 4
+    assert keys["tip"].dtype == bool and keys["tip"].tolist() == [False, False, False, True]
+    kept = read_keys(manifest, SubsetConfig(10, exclude_sources=("tip",)))  # a null source is kept
+    assert kept["ids"].to_pylist() == ["N0000001", "N0000002", "P00001"]
+    assert kept["manifest_rows"].tolist() == [0, 1, 3]
+
+
+def test_read_keys_of_a_manifest_from_before_the_source_column(tmp_path):
+    manifest = rewrite(write_dataset(tmp_path, FIVE), source=None)
+    keys = read_keys(manifest, SubsetConfig(10, exclude_sources=("tip",)))
+    assert keys["ids"].to_pylist() == ["N0000001", "N0000002", "P00001", "P00002"]
+    assert keys["tip"].dtype == bool and not keys["tip"].any()
+
+
+def test_a_manifest_without_rows_is_a_data_error(tmp_path):
+    with pytest.raises(ValueError, match="has no rows, so there is no subset to build"):
+        subset(tmp_path, write_dataset(tmp_path, []), ratio=10)
+
+
+def test_split_codes():
+    codes = split_codes(pa.array(["train", "test", None, "val"]))
+    assert codes.dtype == np.int8 and codes.tolist() == [0, 1, -1, -1]
+
+
+def test_unsorted_ids_and_missing_splits_are_data_errors_naming_the_rows(tmp_path):
+    unsorted = write_dataset(tmp_path / "a", [row("N0000001"), row("N0000002"), row("N0000003")])
+    pq.write_table(pq.read_table(unsorted).take([0, 2, 1]), unsorted)
+    with pytest.raises(ValueError, match=r"not strictly increasing at row 1 \('N0000003', 'N0000002'\)"):
+        read_keys(unsorted, SubsetConfig(10))
+    no_split = write_dataset(tmp_path / "b", [row(f"N000000{k}", None) for k in range(1, 6)])
+    first_three = r"\['N0000001', 'N0000002', 'N0000003'\]$"
+    with pytest.raises(ValueError, match=r"without a train/test split, e.g. " + first_three):
+        read_keys(no_split, SubsetConfig(10))
+
+
+def test_an_id_in_both_official_splits_is_a_data_error_naming_it(tmp_path):
+    rows = [row("N0000001", official=["10/train"]),
+            row("P00001", classes=["gun"], official=["10/train", "10/test"])]
+    with pytest.raises(ValueError, match="P00001 is in both train and test of ImageSet/10"):
+        read_keys(write_dataset(tmp_path, rows), SubsetConfig(10, split_source="official"))
