@@ -27,6 +27,7 @@ def test_ap_ignores_difficult_samples():
     scores, labels = [0.99, 0.9, 0.1], [0, 1, 0]
     assert average_precision(scores, labels, ignore=[True, False, False]) == pytest.approx(1.0)
     assert average_precision(scores, labels) == pytest.approx(0.5)
+    assert average_precision(scores, labels, ignore=[1, 0, 0]) == pytest.approx(1.0)  # 0/1 flags, not indices
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -77,10 +78,17 @@ def test_fused_peak_is_the_maximal_response_across_scales_or_the_mean_peak():
     coarse = torch.tensor([[-1.0, 3.0], [-1.0, 3.0]])
     fine = torch.full((4, 4), 2.0)
     fine[0, 0] = 5.0
-    x, _ = cam_peak([coarse, fine], width=100, height=100, fuse="max")
-    assert x < 25
+    x, y = cam_peak([coarse, fine], width=100, height=100, fuse="max")
+    assert x < 25 and y < 25
+    assert cam_peak([coarse, fine], width=100, height=100) == (x, y)  # max by default
     x, _ = cam_peak([coarse, fine], width=100, height=100, fuse="mean")
     assert x >= 50
+
+
+def test_cam_peak_upsamples_with_pixel_centres_by_hand():
+    # Output pixel x samples the 2-cell CAM at (x + 0.5) * 2 / 8 - 0.5 (align_corners=False): the right cell's
+    # centre, 1, from x = 5.5 on, so pixels 6 and 7 tie at the maximum and the first wins.
+    assert cam_peak([torch.tensor([[0.0, 1.0]])], width=8, height=1) == (6, 0)
 
 
 def test_box_distance_by_hand():

@@ -85,6 +85,9 @@ def test_shard_is_the_archive_tarfile_would_write(built):
 def test_tar_header_rejects_names_a_plain_header_cannot_hold():
     with pytest.raises(ValueError, match="over 99 bytes"):
         tar_header("x" * 96 + ".jpg", 10)
+    assert tarfile.TarInfo.frombuf(tar_header("a.jpg", 8**11 - 1), "utf-8", "strict").size == 8**11 - 1
+    with pytest.raises(ValueError, match="a.jpg: 8589934592 bytes is over the 8 GiB"):
+        tar_header("a.jpg", 8**11)  # 11 octal digits hold 8**11 - 1 at most
 
 
 def test_index_matches_dali_wds2idx_byte_for_byte(built, tmp_path):
