@@ -6,8 +6,9 @@ from shard_helpers import row, synthetic_rows, write_dataset
 
 from pipeline import subsets as subsets_module
 from pipeline.classes import CLASSES
+from pipeline.hashing import stable_hash
 from pipeline.schema import SUBSET_SCHEMA
-from pipeline.subsets import SubsetConfig, build_subset, read_keys, split_codes
+from pipeline.subsets import SubsetConfig, build_subset, read_keys, shard_numbers, split_codes
 
 
 def subset(tmp_path, manifest, **kw):
@@ -202,3 +203,42 @@ def test_an_id_in_both_official_splits_is_a_data_error_naming_it(tmp_path):
             row("P00001", classes=["gun"], official=["10/train", "10/test"])]
     with pytest.raises(ValueError, match="P00001 is in both train and test of ImageSet/10"):
         read_keys(write_dataset(tmp_path, rows), SubsetConfig(10, split_source="official"))
+
+
+def test_negatives_and_train_order_follow_their_hashes(tmp_path, manifest):
+    # SIXray10's train negatives: the 300 of the 1600 with the smallest stable_hash(seed, 'negatives', id);
+    # the train split's order: by stable_hash(seed, 'shuffle', id).
+    table, _, _ = subset(tmp_path, manifest, ratio=10, seed=3)
+    train = sorted((r for r in table.to_pylist() if r["split"] == "train"), key=lambda r: r["order"])
+    all_negatives = [r["id"] for r in pq.read_table(manifest).to_pylist() if r["id"].startswith("N")
+                     and r["split"] == "train"]
+    smallest = sorted(all_negatives, key=lambda i: stable_hash(3, "negatives", i))[:300]
+    assert sorted(r["id"] for r in train if r["id"].startswith("N")) == sorted(smallest)
+    ids = [r["id"] for r in train]
+    assert ids == sorted(ids, key=lambda i: stable_hash(3, "shuffle", i))
+
+
+def test_tip_scans_are_added_to_train_and_counted_apart(tmp_path):
+    rows = [row("N0000001"), row("N0000002", "test"), row("P00001", classes=["gun"]),
+            row("P00002", classes=["knife"]), row("P00003", "test", ["gun"])]
+    manifest = rewrite(write_dataset(tmp_path, rows), source=["real", "real", "real", "tip", "real"])
+    table, summary, _ = subset(tmp_path, manifest, ratio=10)
+    assert sorted(table["id"].to_pylist()) == ["N0000001", "N0000002", "P00001", "P00002", "P00003"]
+    gun_only = {c: int(c == "gun") for c in CLASSES}
+    expected = {"positives": 1, "negatives": 1, "negatives_wanted": 10, "negatives_short": 9,
+                "per_class": gun_only}
+    assert summary["train"] == {**expected, "tip": 1} and summary["test"] == {**expected, "tip": 0}
+
+
+def test_shard_numbers_by_hand():
+    cfg = SubsetConfig(10, shard_size=3, shard_bytes=10)
+    assert shard_numbers(np.array([5, 5, 5, 5]), cfg).tolist() == [0, 0, 1, 1]  # 10 bytes fit exactly
+    assert shard_numbers(np.array([1, 1, 1, 1, 11]), cfg).tolist() == [0, 0, 0, 1, 2]  # 3 at most; 11 alone
+
+
+def test_subset_manifest_metadata_says_how_it_was_made(tmp_path, manifest):
+    _, _, out = subset(tmp_path, manifest, ratio=10, seed=3, exclude_sources=("synth", "tip"))
+    metadata = pq.read_schema(out).metadata
+    assert {k: metadata[k] for k in (b"ratio", b"seed", b"split_source", b"exclude_sources")} == {
+        b"ratio": b"10", b"seed": b"3", b"split_source": b"ours", b"exclude_sources": b"synth,tip"}
+    assert metadata[b"raw_root"] == pq.read_schema(manifest).metadata[b"raw_root"]  # the manifest's kept
