@@ -232,6 +232,7 @@ def test_without_a_readable_label_file_the_labels_table_is_empty(tmp_path):
     (tmp_path / "ImageSet" / "notes.txt").write_text(HEADER + "\n")  # not a CSV: not a label file
     summary = build_labels(tmp_path, tmp_path / "labels.parquet")
     assert (summary["label_files"], summary["labelled_ids"], len(summary["skipped_files"])) == (["c"], 0, 1)
+    assert (tmp_path / "labels.json").exists()  # the summary, beside the labels
     table = pq.read_table(tmp_path / "labels.parquet")
     assert table.num_rows == 0
     assert table.column_names == ["id", "official", *ALL_CLASSES, "difficult", "problems"]
@@ -291,3 +292,26 @@ def test_annotation_objects_kept_skipped_and_reported(tmp_path):
     (tmp_path / "Annotation" / "P00002.xml").mkdir()  # cannot be read
     assert read_annotation(tmp_path / "Annotation" / "P00002.xml", tmp_path) == (
         [], [{"status": "bad_xml", "error": "Annotation/P00002.xml: cannot read it (Is a directory)"}])
+
+
+def test_cells_unknown_classes_and_problem_rows_of_one_batch(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    path = tmp_path / "ImageSet" / "a.csv"
+    path.write_text(HEADER + ",Bomb,Axe\nP00001,1,,-1,-1,-1,0,1\nP00002,1,-1\nP00003,yes,-1,-1,-1,-1,,\n")
+    rows = [r for b in label_rows(tmp_path, path, 0) for r in b.to_pylist()]
+    assert [(r["gun"], r["knife"], r["unknown"], r["problem"]) for r in rows] == [
+        ("1", None, "Bomb, Axe", None),  # an empty cell is no value; 0 (difficult) marks a class too
+        (None, None, "", "ImageSet/a.csv line 3: 3 fields, the header has 8"),
+        (None, "-1", "", "ImageSet/a.csv line 4: 'yes' for Gun (valid: 1, 0, -1)")]
+
+
+def test_more_than_64_label_files_and_quotes_in_their_names(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    names = [f"f{k:02d}" for k in range(65)] + ["it's"]  # the file masks span two 64-bit words
+    text = HEADER + "\n" + row("P00001", 1, -1, -1, -1, -1) + "\n"
+    for name in names:
+        (tmp_path / "ImageSet" / f"{name}.csv").write_text(text)
+    (tmp_path / ".labels.rows").mkdir()  # left by a killed run
+    build_labels(tmp_path, tmp_path / "labels.parquet")
+    (labelled,) = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert labelled["official"] == sorted(names) and labelled["gun"] == 1
