@@ -27,7 +27,8 @@ def test_ap_ignores_difficult_samples():
     scores, labels = [0.99, 0.9, 0.1], [0, 1, 0]
     assert average_precision(scores, labels, ignore=[True, False, False]) == pytest.approx(1.0)
     assert average_precision(scores, labels) == pytest.approx(0.5)
-    assert average_precision(scores, labels, ignore=[1, 0, 0]) == pytest.approx(1.0)  # 0/1 flags, not indices
+    # 0/1 flags, not indices: 0.9 (positive), 0.5, 0.1 (positive) stay; AP = (1 + 2/3) / 2
+    assert average_precision([0.99, 0.9, 0.5, 0.1], [0, 1, 0, 1], ignore=[1, 0, 0, 0]) == pytest.approx(5 / 6)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -180,6 +181,15 @@ def test_class_separation_by_hand():
     assert sep["spearman"] == pytest.approx((12 - 8) / 20)
 
 
-def test_class_separation_without_positives():
+def test_class_separation_without_positives(recwarn):
     sep = class_separation(np.full((2, 5), 0.5), np.zeros((2, 5)), np.zeros((2, 5), bool))
     assert sep["count"] == 0 and np.isnan(sep["map"]) and np.isnan(sep["chance"]).all()
+    assert not recwarn.list  # no mean of an empty slice
+
+
+def test_class_separation_of_two_positives():
+    # Two positives: each pair of classes ranks them alike (+1) or reversed (-1, the 8 pairs with scissors).
+    scores = np.array([[0.9, 0.9, 0.9, 0.9, 0.1], [0.1, 0.1, 0.1, 0.1, 0.9]])
+    labels = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]])
+    sep = class_separation(scores, labels, np.zeros((2, 5), bool))
+    assert sep["spearman"] == pytest.approx((12 - 8) / 20)

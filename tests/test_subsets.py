@@ -8,7 +8,7 @@ from pipeline import subsets as subsets_module
 from pipeline.classes import CLASSES
 from pipeline.hashing import stable_hash
 from pipeline.schema import SUBSET_SCHEMA
-from pipeline.subsets import SubsetConfig, build_subset, read_keys, shard_numbers, split_codes
+from pipeline.subsets import SubsetConfig, build_subset, id_hashes, read_keys, shard_numbers, split_codes
 
 
 def subset(tmp_path, manifest, **kw):
@@ -242,3 +242,11 @@ def test_subset_manifest_metadata_says_how_it_was_made(tmp_path, manifest):
     assert {k: metadata[k] for k in (b"ratio", b"seed", b"split_source", b"exclude_sources")} == {
         b"ratio": b"10", b"seed": b"3", b"split_source": b"ours", b"exclude_sources": b"synth,tip"}
     assert metadata[b"raw_root"] == pq.read_schema(manifest).metadata[b"raw_root"]  # the manifest's kept
+
+
+def test_id_hashes_past_one_slice_of_65536_ids():
+    ids = [f"N{i:07d}" for i in range(65_537)]
+    hashes = id_hashes(0, "negatives", pa.array(ids))
+    assert len(hashes) == 65_537
+    assert hashes[0] == stable_hash(0, "negatives", ids[0])
+    assert hashes[-1] == stable_hash(0, "negatives", ids[-1])
