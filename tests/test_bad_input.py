@@ -297,12 +297,24 @@ def test_annotation_objects_kept_skipped_and_reported(tmp_path):
 def test_cells_unknown_classes_and_problem_rows_of_one_batch(tmp_path):
     (tmp_path / "ImageSet").mkdir()
     path = tmp_path / "ImageSet" / "a.csv"
-    path.write_text(HEADER + ",Bomb,Axe\nP00001,1,,-1,-1,-1,0,1\nP00002,1,-1\nP00003,yes,-1,-1,-1,-1,,\n")
+    path.write_text(HEADER + ",Bomb,Axe\nP00001,1,,-1,-1,-1,0,1\nP00002,1,-1\nP00003,yes,-1,-1,-1,-1,,\n"
+                    "P00004,-1,-1,-1,-1,-1,,0\n")
     rows = [r for b in label_rows(tmp_path, path, 0) for r in b.to_pylist()]
     assert [(r["gun"], r["knife"], r["unknown"], r["problem"]) for r in rows] == [
         ("1", None, "Bomb, Axe", None),  # an empty cell is no value; 0 (difficult) marks a class too
         (None, None, "", "ImageSet/a.csv line 3: 3 fields, the header has 8"),
-        (None, "-1", "", "ImageSet/a.csv line 4: 'yes' for Gun (valid: 1, 0, -1)")]
+        (None, "-1", "", "ImageSet/a.csv line 4: 'yes' for Gun (valid: 1, 0, -1)"),
+        ("-1", "-1", "Axe", None)]
+
+
+def test_an_unknown_class_marked_in_two_files_is_one_problem_naming_both(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "ImageSet" / f"{name}.csv").write_text(HEADER + ",Bomb\nP00001,1,-1,-1,-1,-1,1\n")
+    build_labels(tmp_path, tmp_path / "labels.parquet")
+    (labelled,) = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert labelled["problems"] == [{"status": "unknown_class", "error": "unknown class marked present: "
+                                     "Bomb in ImageSet/a.csv; Bomb in ImageSet/b.csv"}]
 
 
 def test_more_than_64_label_files_and_quotes_in_their_names(tmp_path):
