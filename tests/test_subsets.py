@@ -250,3 +250,13 @@ def test_id_hashes_past_one_slice_of_65536_ids():
     assert len(hashes) == 65_537
     assert hashes[0] == stable_hash(0, "negatives", ids[0])
     assert hashes[-1] == stable_hash(0, "negatives", ids[-1])
+
+
+def test_a_subset_without_positives_or_of_an_unknown_ratio_is_refused(tmp_path):
+    negatives = write_dataset(tmp_path, [row("N0000001"), row("N0000002", "test")])
+    message = (r"no usable positive \(an image with one of gun, knife, wrench, pliers, scissors, status ok "
+               r"or no_boxes\), so there is no subset to build")
+    with pytest.raises(ValueError, match=message):
+        subset(tmp_path, negatives, ratio=10)
+    with pytest.raises(ValueError, match=r"ratio must be one of \(10, 100, 1000\), got 7"):
+        subset(tmp_path, negatives, ratio=7)
