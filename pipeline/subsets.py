@@ -75,8 +75,10 @@ def read_keys(manifest: Path, cfg: SubsetConfig) -> dict:
             "tip": (pc.equal(batch["source"], "tip").fill_null(False).to_numpy(zero_copy_only=False)
                     if has_source else np.zeros(len(batch), dtype=bool)),
         })
+    if not parts:  # ingest of a folder without images writes a manifest without rows
+        raise DataError(f"{manifest}: the manifest has no rows, so there is no subset to build")
     keys = {k: np.concatenate([p[k] for p in parts]) for k in ("splits", "labels", "hammer", "bytes", "tip")}
-    keys["ids"] = pa.concat_arrays([p["ids"] for p in parts]) if parts else pa.array([], pa.string())
+    keys["ids"] = pa.concat_arrays([p["ids"] for p in parts])
     check_sorted_ids(manifest, keys["ids"])
     check_splits(manifest, keys, cfg)
     return {**keys, "manifest_rows": np.concatenate(rows), "manifest_size": start}

@@ -8,10 +8,14 @@ import struct
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from fixture_scope import module_unless_mutmut
 from PIL import Image
 
+from base.vocabulary import ALL_CLASSES
+from pipeline import labels as labels_module
 from pipeline.cli import main
-from pipeline.labels import build_labels
+from pipeline.labels import LabelFileError, build_labels, check_header, label_rows
+from pipeline.layout import read_annotation
 from pipeline.validate import inspect_bytes
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
@@ -126,7 +130,7 @@ def bad_raw(tmp_path_factory):
     return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutmut)
 def bad_run(bad_raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("bad_out")
     result = CliRunner().invoke(main, ["ingest", "--raw", str(bad_raw), "--out", str(out), "--workers", "1",
@@ -221,3 +225,106 @@ def test_unreadable_label_files_are_skipped_and_named(tmp_path):
     rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
     assert [(r["id"], r["gun"], r["official"]) for r in rows] == [("P00001", 1, ["good"])]
     assert not list(tmp_path.glob(".*")), "no temp files or row folders left"
+
+
+def test_without_a_readable_label_file_the_labels_table_is_empty(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    (tmp_path / "ImageSet" / "c.csv").write_text("")
+    (tmp_path / "ImageSet" / "notes.txt").write_text(HEADER + "\n")  # not a CSV: not a label file
+    summary = build_labels(tmp_path, tmp_path / "labels.parquet")
+    assert (summary["label_files"], summary["labelled_ids"], len(summary["skipped_files"])) == (["c"], 0, 1)
+    assert (tmp_path / "labels.json").exists()  # the summary, beside the labels
+    table = pq.read_table(tmp_path / "labels.parquet")
+    assert table.num_rows == 0
+    assert table.column_names == ["id", "official", *ALL_CLASSES, "difficult", "problems"]
+
+
+def test_headers_that_are_refused_and_a_trailing_comma_that_is_not():
+    classes = HEADER.split(",")
+    assert check_header("f.csv", [*classes, "", " "]) == classes
+    for header, message in [
+        ([], f"f.csv: empty file; a label file starts with the header '{HEADER}'"),
+        ([HEADER.replace(",", ";"), ""], "f.csv: columns separated by ';'; SIXray label files use commas"),
+        ([" ", ""], "f.csv: first header column must be 'name', got ['']"),
+        ([*classes, "gun"], "f.csv: class 'Gun' appears twice in the header"),
+    ]:
+        with pytest.raises(LabelFileError) as refused:
+            check_header("f.csv", header)
+        assert str(refused.value) == message
+
+
+def test_label_rows_in_batches_and_rows_that_are_not_csv(tmp_path, monkeypatch):
+    monkeypatch.setattr(labels_module, "ROWS_BATCH", 2)
+    (tmp_path / "ImageSet").mkdir()
+    path = tmp_path / "ImageSet" / "a.csv"
+    path.write_text(HEADER + "\n" + "".join(row(f"P0000{i}", 1, -1, -1, -1, -1) + "\n" for i in range(1, 6)))
+    batches = list(label_rows(tmp_path, path, 7))
+    assert [b.num_rows for b in batches] == [2, 2, 1]
+    rows = [r for b in batches for r in b.to_pylist()]
+    assert [(r["id"], r["k"], r["file"], r["line"], r["gun"]) for r in rows] == [
+        (f"P0000{i}", 7, "ImageSet/a.csv", i + 1, "1") for i in range(1, 6)]
+    path.write_text(HEADER + "\nP00001,1,-1\n")  # the only row is short
+    (short,) = [r for b in label_rows(tmp_path, path, 0) for r in b.to_pylist()]
+    assert short["problem"] == "ImageSet/a.csv line 2: 3 fields, the header has 6" and short["gun"] is None
+    path.write_text(HEADER + "\n" + "x" * 200_000 + "\n")  # over the csv module's field limit
+    with pytest.raises(LabelFileError, match="a.csv: line 2: not CSV \\(field larger than field limit"):
+        list(label_rows(tmp_path, path, 0))
+
+
+def test_annotation_objects_kept_skipped_and_reported(tmp_path):
+    def obj(name, **box):
+        coords = "".join(f"<{k}>{v}</{k}>" for k, v in box.items())
+        return f"<object><name>{name}</name><bndbox>{coords}</bndbox></object>"
+
+    box = {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40}
+    (tmp_path / "Annotation").mkdir()
+    xml = tmp_path / "Annotation" / "P00001.xml"
+    xml.write_text("<annotation>" + obj("Gun", **box).replace("</object>", "<part><name>grip</name><bndbox>"
+                   "<xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></part></object>")
+                   + obj("", **box) + obj("Bomb", **box) + obj("Knife", xmin=1, ymin=2, xmax=30)
+                   + obj("Pliers", **{**box, "xmin": "nan"}) + obj("Scissors", **box) + "</annotation>")
+    boxes, problems = read_annotation(xml, tmp_path)
+    assert boxes == [{"cls": "gun", "xmin": 1.0, "ymin": 2.0, "xmax": 30.0, "ymax": 40.0},
+                     {"cls": "scissors", "xmin": 1.0, "ymin": 2.0, "xmax": 30.0, "ymax": 40.0}]
+    assert problems == [
+        {"status": "unknown_class", "error": "Annotation/P00001.xml: unknown class 'Bomb'"},
+        {"status": "bad_xml", "error": "Annotation/P00001.xml: Knife box has a missing or bad coordinate"},
+        {"status": "bad_xml", "error": "Annotation/P00001.xml: Pliers box has a non-finite coordinate"}]
+    (tmp_path / "Annotation" / "P00002.xml").mkdir()  # cannot be read
+    assert read_annotation(tmp_path / "Annotation" / "P00002.xml", tmp_path) == (
+        [], [{"status": "bad_xml", "error": "Annotation/P00002.xml: cannot read it (Is a directory)"}])
+
+
+def test_cells_unknown_classes_and_problem_rows_of_one_batch(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    path = tmp_path / "ImageSet" / "a.csv"
+    path.write_text(HEADER + ",Bomb,Axe\nP00001,1,,-1,-1,-1,0,1\nP00002,1,-1\nP00003,yes,-1,-1,-1,-1,,\n"
+                    "P00004,-1,-1,-1,-1,-1,,0\n")
+    rows = [r for b in label_rows(tmp_path, path, 0) for r in b.to_pylist()]
+    assert [(r["gun"], r["knife"], r["unknown"], r["problem"]) for r in rows] == [
+        ("1", None, "Bomb, Axe", None),  # an empty cell is no value; 0 (difficult) marks a class too
+        (None, None, "", "ImageSet/a.csv line 3: 3 fields, the header has 8"),
+        (None, "-1", "", "ImageSet/a.csv line 4: 'yes' for Gun (valid: 1, 0, -1)"),
+        ("-1", "-1", "Axe", None)]
+
+
+def test_an_unknown_class_marked_in_two_files_is_one_problem_naming_both(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "ImageSet" / f"{name}.csv").write_text(HEADER + ",Bomb\nP00001,1,-1,-1,-1,-1,1\n")
+    build_labels(tmp_path, tmp_path / "labels.parquet")
+    (labelled,) = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert labelled["problems"] == [{"status": "unknown_class", "error": "unknown class marked present: "
+                                     "Bomb in ImageSet/a.csv; Bomb in ImageSet/b.csv"}]
+
+
+def test_more_than_64_label_files_and_quotes_in_their_names(tmp_path):
+    (tmp_path / "ImageSet").mkdir()
+    names = [f"f{k:02d}" for k in range(65)] + ["it's"]  # the file masks span two 64-bit words
+    text = HEADER + "\n" + row("P00001", 1, -1, -1, -1, -1) + "\n"
+    for name in names:
+        (tmp_path / "ImageSet" / f"{name}.csv").write_text(text)
+    (tmp_path / ".labels.rows").mkdir()  # left by a killed run
+    build_labels(tmp_path, tmp_path / "labels.parquet")
+    (labelled,) = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert labelled["official"] == sorted(names) and labelled["gun"] == 1

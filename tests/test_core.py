@@ -8,7 +8,7 @@ import pytest
 
 from base import atomic
 from base.distribute import run_tasks
-from base.hashing import stable_hash, stable_hashes
+from base.hashing import content_key, stable_hash, stable_hashes
 
 
 def test_stable_hash_is_fixed_and_salted():
@@ -20,6 +20,12 @@ def test_stable_hash_is_fixed_and_salted():
         stable_hash(0, "split", "P00001"),
         stable_hash(0, "split", "N0000001"),
     ]
+
+
+def test_content_key_is_fixed():
+    # The names of resumable chunks: a changed key would redo every chunk an earlier version wrote.
+    assert content_key(["chunk", 3, {"a": 1}]) == "3f1ffc681da007715288ad93a1604f0f"
+    assert content_key("x", 8) == "6d6f773a11561dcc"
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

@@ -118,3 +118,15 @@ def test_zero_epsilon_switches_nothing_off_under_drop_easy():
     for normalisation in ("mean", "active"):
         balanced = chr_loss(logits, targets, cfg(epsilon=0.0, normalisation=normalisation))
         assert torch.allclose(balanced, chr_loss(logits, targets, cfg(variant="hr")))
+
+
+def test_epsilon_one_makes_every_negative_easy():
+    # model.config allows epsilon < 1 only; balance_masks takes 1 (logit +inf): the positive alone counts.
+    logits = [torch.tensor([[logit(p) for p in [0.8, 0.3, 0.3, 0.3, 0.999]]])]
+    assert balance_masks(logits, TARGETS, "drop-easy", 1.0)[0].tolist() == [[1, 0, 0, 0, 0]]
+
+
+def test_active_normalisation_of_a_single_counted_term():
+    logits = [torch.tensor([[logit(p) for p in [0.8, 0.3, 0.3, 0.3, 0.3]]])]  # every negative under 0.9
+    loss = chr_loss(logits, TARGETS, cfg(epsilon=0.9, normalisation="active"))
+    assert loss.item() == pytest.approx(-math.log(0.8), abs=1e-6)  # one kept term, divided by 1

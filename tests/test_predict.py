@@ -10,13 +10,20 @@ from click.testing import CliRunner
 from model_helpers import bad_folder, fabricate_checkpoint
 from shard_helpers import jpeg_bytes, synthetic_rows, write_dataset
 
+from base.errors import MissingInputError
 from base.vocabulary import CLASSES
 from model.alarms import (
     alarm_report,
+    alarm_stats,
+    alarm_summary,
+    alarms,
+    checkpoint_thresholds,
     find_thresholds,
     fit_thresholds,
     read_thresholds,
     threshold_for_recall,
+    thresholds_document,
+    write_thresholds,
 )
 from model.cli import main as model_cli
 from model.evaluate import evaluate_checkpoint
@@ -100,6 +107,7 @@ def test_thresholds_and_alarm_figures_by_hand():
     fitted = fit_thresholds({"scores": {"fused": s}, "labels": labels, "difficult": difficult}, 0.9)
     assert fitted["gun"] == {"threshold": pytest.approx(0.2), "positives": 10, "recall": 0.9}
     assert fitted["knife"]["threshold"] is None and "no positive" in fitted["knife"]["note"]
+    assert (fitted["knife"]["positives"], fitted["knife"]["recall"]) == (0, None)
     # test: 20 guns (18 at 0.5, 2 at 0.1) and 2,000 bags without a gun, 7 of them at 0.3 (false alarms)
     t_labels, t_scores = np.zeros((2020, 5)), np.zeros((2020, 5))
     t_labels[:20, 0], t_scores[:20, 0], t_scores[18:20, 0] = 1, 0.5, 0.1
@@ -120,6 +128,71 @@ def test_thresholds_file_formats(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a thresholds file"):
         read_thresholds(tmp_path / "bad.json")
+
+
+def test_threshold_for_recall_low_target_and_labels_as_integers():
+    val_scores = np.arange(1, 11) / 10
+    assert threshold_for_recall(val_scores, np.ones(10, bool), 0.1) == 1.0  # one positive must alarm
+    # 0/1 labels are a mask, not indices: positives 0.1, 0.3, 0.5, 0.7, 0.9; 3 of 5 must alarm.
+    assert threshold_for_recall(val_scores, [1, 0] * 5, 0.6) == 0.5
+
+
+def test_alarm_stats_by_hand():
+    yes, no = True, False
+    # 2 of 3 positives alarm and 1 of 3 negatives: recall 2/3, precision 2/3, 333.3 false alarms per 1,000
+    assert alarm_stats(np.array([yes, yes, yes, no, no, no]), np.array([yes, yes, no, yes, no, no]),
+                       np.array([no, no, yes, no, yes, yes])) == {
+        "positives": 3, "negatives": 3, "alarms": 3, "false_alarms": 1, "recall": 2 / 3,
+        "precision": 2 / 3, "false_alarms_per_1000": 1000 / 3}
+    one_each = alarm_stats(np.array([yes, yes]), np.array([yes, no]), np.array([no, yes]))
+    assert (one_each["alarms"], one_each["precision"]) == (2, 0.5)
+    no_negative = alarm_stats(np.array([yes]), np.array([yes]), np.array([no]))
+    assert (no_negative["precision"], no_negative["false_alarms_per_1000"]) == (1.0, None)
+
+
+def test_a_scan_alarms_at_its_threshold_and_never_without_one():
+    fired = alarms(np.array([[0.2, 1.0, 0.0, 0.0, 0.0], [0.19, 1.0, 0.0, 0.0, 0.0]]), {"gun": 0.2})
+    assert fired[:, :2].tolist() == [[True, False], [False, False]]
+
+
+def test_alarm_report_of_no_scans():
+    empty = np.zeros((0, 5))
+    report = alarm_report({"scores": {"fused": empty}, "labels": empty, "difficult": empty > 0}, {"gun": 0.5})
+    assert report["any"] == {"positives": 0, "negatives": 0, "alarms": 0, "false_alarms": 0, "recall": None,
+                             "precision": None, "false_alarms_per_1000": None}
+
+
+def test_thresholds_json_round_trip_and_which_file_a_checkpoint_finds(tmp_path):
+    run_dir, labels = tmp_path / "run", np.zeros((10, 5))
+    labels[:5, 0] = 1
+    val = {"scores": {"fused": np.tile(np.arange(10)[:, None] / 10, 5)}, "labels": labels,
+           "difficult": labels < 0}
+    fitted = fit_thresholds(val, 0.8)  # guns at 0.0 .. 0.4: 4 of 5 alarm from 0.1
+    document = thresholds_document(fitted, 0.8, checkpoint=run_dir / "best.pt", epoch=3, val_count=10,
+                                   val_fraction=0.1, held_out=True)
+    assert document == {"target_recall": 0.8, "split": "val", "val_count": 10, "val_fraction": 0.1,
+                        "held_out": True, "checkpoint": {"file": "best.pt", "epoch": 3}, "classes": fitted}
+    run_dir.mkdir()
+    in_run = write_thresholds(run_dir, document)
+    assert in_run == run_dir / "thresholds.json"
+    limits = read_thresholds(in_run)
+    assert limits == {"gun": 0.1, "knife": None, "wrench": None, "pliers": None, "scissors": None}
+    best = run_dir / "best.pt"
+    assert find_thresholds(best, 3) == in_run and checkpoint_thresholds(best, 3) == (limits, str(in_run))
+    assert find_thresholds(best, 2) is None and find_thresholds(run_dir / "last.pt", 3) is None
+    assert checkpoint_thresholds(tmp_path / "other" / "best.pt", 3) == (None, None)
+    (run_dir / "eval").mkdir()
+    for unreadable in ("not json", "[1, 2]"):  # passed over for the run folder's file
+        (run_dir / "eval" / "thresholds.json").write_text(unreadable)
+        assert find_thresholds(best, 3) == in_run
+    in_eval = write_thresholds(run_dir / "eval", document)
+    assert find_thresholds(best, 3) == in_eval  # `model eval`'s folder first
+    (tmp_path / "plain.json").write_text(json.dumps({"gun": 0.7}))
+    assert checkpoint_thresholds(best, 3, tmp_path / "plain.json")[0]["gun"] == 0.7
+    test = {"scores": {"fused": val["scores"]["fused"]}, "labels": labels, "difficult": labels < 0}
+    assert alarm_summary(document, test) == {**document, "test": alarm_report(test, limits)}
+    with pytest.raises(MissingInputError, match="no such thresholds file"):
+        read_thresholds(tmp_path / "missing.json")
 
 
 def test_unreadable_files_in_a_folder_are_status_rows(demo, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_scope import module_unless_mutmut
 from shard_helpers import row, synthetic_rows, write_dataset
 
 from pipeline.shards import build_shards, tar_header
@@ -28,7 +29,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutmut)
 def built(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     result = build_shards(dataset / "manifests", out, 10, shard_size=40, workers=1)
@@ -84,6 +85,9 @@ def test_shard_is_the_archive_tarfile_would_write(built):
 def test_tar_header_rejects_names_a_plain_header_cannot_hold():
     with pytest.raises(ValueError, match="over 99 bytes"):
         tar_header("x" * 96 + ".jpg", 10)
+    assert tarfile.TarInfo.frombuf(tar_header("a.jpg", 8**11 - 1), "utf-8", "strict").size == 8**11 - 1
+    with pytest.raises(ValueError, match="a.jpg: 8589934592 bytes is over the 8 GiB"):
+        tar_header("a.jpg", 8**11)  # 11 octal digits hold 8**11 - 1 at most
 
 
 def test_index_matches_dali_wds2idx_byte_for_byte(built, tmp_path):

@@ -6,8 +6,17 @@ from shard_helpers import row, synthetic_rows, write_dataset
 
 from base.hashing import stable_hash
 from base.vocabulary import CLASSES
+from pipeline import subsets as subsets_module
 from pipeline.schema import SUBSET_SCHEMA
-from pipeline.subsets import SubsetConfig, build_subset, per_class_positives
+from pipeline.subsets import (
+    SubsetConfig,
+    build_subset,
+    id_hashes,
+    per_class_positives,
+    read_keys,
+    shard_numbers,
+    split_codes,
+)
 
 
 def subset(tmp_path, manifest, **kw):
@@ -164,3 +173,129 @@ def test_sixray1000_fills_the_rarest_class_first():
     keys = {"ids": pa.array(ids), "labels": labels, "tip": np.zeros(len(ids), bool)}
     chosen = per_class_positives(keys, np.arange(len(ids)), SubsetConfig(ratio=1000, positives_per_class=1))
     assert [ids[k] for k in chosen] == [both]
+
+
+# Key columns and the manifest checks, row by row.
+FIVE = [row("N0000001"), row("N0000002", "test"), row("N0000003", status="corrupt"),
+        row("P00001", classes=["gun"]), row("P00002", "test", ["knife"])]
+
+
+def rewrite(path, **columns):
+    """Replace whole columns of a manifest (None: drop the column), its metadata kept."""
+    table = pq.read_table(path)
+    for name, values in columns.items():
+        i = table.schema.get_field_index(name)
+        field = table.schema.field(i)
+        values = None if values is None else pa.array(values, field.type)
+        table = table.remove_column(i) if values is None else table.set_column(i, field, values)
+    pq.write_table(table, path)
+    return path
+
+
+def test_read_keys_holds_narrow_columns_tip_flags_and_manifest_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(subsets_module, "BATCH_ROWS", 2)  # three batches
+    manifest = rewrite(write_dataset(tmp_path, FIVE), source=["real", None, "real", "real", "tip"],
+                       knife=[None, 0, 0, 0, 1], hammer=[None, 0, 0, 0, 0])
+    keys = read_keys(manifest, SubsetConfig(10))
+    assert keys["ids"].to_pylist() == ["N0000001", "N0000002", "P00001", "P00002"]  # the corrupt row left out
+    assert keys["manifest_rows"].tolist() == [0, 1, 3, 4] and keys["manifest_size"] == 5
+    assert keys["splits"].tolist() == [0, 1, 0, 1]
+    assert keys["labels"].dtype == np.int8  # a null label reads as absent
+    assert keys["labels"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]
+    assert keys["hammer"].tolist() == [False] * 4
+    assert keys["tip"].dtype == bool and keys["tip"].tolist() == [False, False, False, True]
+    kept = read_keys(manifest, SubsetConfig(10, exclude_sources=("tip",)))  # a null source is kept
+    assert kept["ids"].to_pylist() == ["N0000001", "N0000002", "P00001"]
+    assert kept["manifest_rows"].tolist() == [0, 1, 3]
+
+
+def test_read_keys_of_a_manifest_from_before_the_source_column(tmp_path):
+    manifest = rewrite(write_dataset(tmp_path, FIVE), source=None)
+    keys = read_keys(manifest, SubsetConfig(10, exclude_sources=("tip",)))
+    assert keys["ids"].to_pylist() == ["N0000001", "N0000002", "P00001", "P00002"]
+    assert keys["tip"].dtype == bool and not keys["tip"].any()
+
+
+def test_a_manifest_without_rows_is_a_data_error(tmp_path):
+    with pytest.raises(ValueError, match="has no rows, so there is no subset to build"):
+        subset(tmp_path, write_dataset(tmp_path, []), ratio=10)
+
+
+def test_split_codes():
+    codes = split_codes(pa.array(["train", "test", None, "val"]))
+    assert codes.dtype == np.int8 and codes.tolist() == [0, 1, -1, -1]
+
+
+def test_unsorted_ids_and_missing_splits_are_data_errors_naming_the_rows(tmp_path):
+    unsorted = write_dataset(tmp_path / "a", [row("N0000001"), row("N0000002"), row("N0000003")])
+    pq.write_table(pq.read_table(unsorted).take([0, 2, 1]), unsorted)
+    with pytest.raises(ValueError, match=r"not strictly increasing at row 1 \('N0000003', 'N0000002'\)"):
+        read_keys(unsorted, SubsetConfig(10))
+    no_split = write_dataset(tmp_path / "b", [row(f"N000000{k}", None) for k in range(1, 6)])
+    first_three = r"\['N0000001', 'N0000002', 'N0000003'\]$"
+    with pytest.raises(ValueError, match=r"without a train/test split, e.g. " + first_three):
+        read_keys(no_split, SubsetConfig(10))
+
+
+def test_an_id_in_both_official_splits_is_a_data_error_naming_it(tmp_path):
+    rows = [row("N0000001", official=["10/train"]),
+            row("P00001", classes=["gun"], official=["10/train", "10/test"])]
+    with pytest.raises(ValueError, match="P00001 is in both train and test of ImageSet/10"):
+        read_keys(write_dataset(tmp_path, rows), SubsetConfig(10, split_source="official"))
+
+
+def test_negatives_and_train_order_follow_their_hashes(tmp_path, manifest):
+    # SIXray10's train negatives: the 300 of the 1600 with the smallest stable_hash(seed, 'negatives', id);
+    # the train split's order: by stable_hash(seed, 'shuffle', id).
+    table, _, _ = subset(tmp_path, manifest, ratio=10, seed=3)
+    train = sorted((r for r in table.to_pylist() if r["split"] == "train"), key=lambda r: r["order"])
+    all_negatives = [r["id"] for r in pq.read_table(manifest).to_pylist() if r["id"].startswith("N")
+                     and r["split"] == "train"]
+    smallest = sorted(all_negatives, key=lambda i: stable_hash(3, "negatives", i))[:300]
+    assert sorted(r["id"] for r in train if r["id"].startswith("N")) == sorted(smallest)
+    ids = [r["id"] for r in train]
+    assert ids == sorted(ids, key=lambda i: stable_hash(3, "shuffle", i))
+
+
+def test_tip_scans_are_added_to_train_and_counted_apart(tmp_path):
+    rows = [row("N0000001"), row("N0000002", "test"), row("P00001", classes=["gun"]),
+            row("P00002", classes=["knife"]), row("P00003", "test", ["gun"])]
+    manifest = rewrite(write_dataset(tmp_path, rows), source=["real", "real", "real", "tip", "real"])
+    table, summary, _ = subset(tmp_path, manifest, ratio=10)
+    assert sorted(table["id"].to_pylist()) == ["N0000001", "N0000002", "P00001", "P00002", "P00003"]
+    gun_only = {c: int(c == "gun") for c in CLASSES}
+    expected = {"positives": 1, "negatives": 1, "negatives_wanted": 10, "negatives_short": 9,
+                "per_class": gun_only}
+    assert summary["train"] == {**expected, "tip": 1} and summary["test"] == {**expected, "tip": 0}
+
+
+def test_shard_numbers_by_hand():
+    cfg = SubsetConfig(10, shard_size=3, shard_bytes=10)
+    assert shard_numbers(np.array([5, 5, 5, 5]), cfg).tolist() == [0, 0, 1, 1]  # 10 bytes fit exactly
+    assert shard_numbers(np.array([1, 1, 1, 1, 11]), cfg).tolist() == [0, 0, 0, 1, 2]  # 3 at most; 11 alone
+
+
+def test_subset_manifest_metadata_says_how_it_was_made(tmp_path, manifest):
+    _, _, out = subset(tmp_path, manifest, ratio=10, seed=3, exclude_sources=("synth", "tip"))
+    metadata = pq.read_schema(out).metadata
+    assert {k: metadata[k] for k in (b"ratio", b"seed", b"split_source", b"exclude_sources")} == {
+        b"ratio": b"10", b"seed": b"3", b"split_source": b"ours", b"exclude_sources": b"synth,tip"}
+    assert metadata[b"raw_root"] == pq.read_schema(manifest).metadata[b"raw_root"]  # the manifest's kept
+
+
+def test_id_hashes_past_one_slice_of_65536_ids():
+    ids = [f"N{i:07d}" for i in range(65_537)]
+    hashes = id_hashes(0, "negatives", pa.array(ids))
+    assert len(hashes) == 65_537
+    assert hashes[0] == stable_hash(0, "negatives", ids[0])
+    assert hashes[-1] == stable_hash(0, "negatives", ids[-1])
+
+
+def test_a_subset_without_positives_or_of_an_unknown_ratio_is_refused(tmp_path):
+    negatives = write_dataset(tmp_path, [row("N0000001"), row("N0000002", "test")])
+    message = (r"no usable positive \(an image with one of gun, knife, wrench, pliers, scissors, status ok "
+               r"or no_boxes\), no subset to build")
+    with pytest.raises(ValueError, match=message):
+        subset(tmp_path, negatives, ratio=10)
+    with pytest.raises(ValueError, match=r"ratio must be one of \(10, 100, 1000\), got 7"):
+        subset(tmp_path, negatives, ratio=7)
