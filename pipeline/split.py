@@ -37,15 +37,3 @@ def split_sql(relation: str) -> str:
     position = f"row_number() OVER (ORDER BY {order}) - 1"
     test = f"({position}) % {TEST_EVERY} = {TEST_EVERY - 1}"
     return f"SELECT id, CASE WHEN {test} THEN 'test' ELSE 'train' END AS split FROM {relation}"
-
-
-def assign_splits(ids: list[str], labels: list[tuple[int, ...]], seed: int) -> list[str]:
-    """The split of each id given its 5-class presence vector: the same SQL the manifest uses."""
-    classes = {c: pa.array([row[k] for row in labels], pa.int8()) for k, c in enumerate(CLASSES)}
-    table = pa.table({"id": ids, **classes})
-    con = duckdb.connect()
-    register_split_hash(con, seed)
-    con.register("split_input", table)
-    rows = con.execute(f"SELECT id, split FROM ({split_sql('split_input')})").fetchall()
-    by_id = dict(rows)
-    return [by_id[i] for i in ids]

@@ -3,9 +3,25 @@
 import random
 from collections import Counter
 
+import duckdb
+import pyarrow as pa
+
 from base.hashing import stable_hash
 from base.vocabulary import CLASSES
-from pipeline.split import assign_splits
+from pipeline.split import register_split_hash, split_sql
+
+
+def assign_splits(ids: list[str], labels: list[tuple[int, ...]], seed: int) -> list[str]:
+    """The split of each id given its 5-class presence vector, through the SQL the manifest uses."""
+    classes = {c: pa.array([row[k] for row in labels], pa.int8()) for k, c in enumerate(CLASSES)}
+    table = pa.table({"id": ids, **classes})
+    con = duckdb.connect()
+    register_split_hash(con, seed)
+    con.register("split_input", table)
+    rows = con.execute(f"SELECT id, split FROM ({split_sql('split_input')})").fetchall()
+    by_id = dict(rows)
+    return [by_id[i] for i in ids]
+
 
 CLASS_MIX = (3129, 1962, 2205, 3963, 986)
 """Images per class in the real release (gun, knife, wrench, pliers, scissors)."""
