@@ -1,6 +1,7 @@
 """`model` command line: thin click wrappers over model.train, model.evaluate, model.ablate, model.predict and
 model.export."""
 
+import inspect
 import os
 from dataclasses import fields
 
@@ -21,6 +22,17 @@ from model.config import (
     ModelConfig,
     TrainConfig,
 )
+from model.evaluate import evaluate_checkpoint
+from model.predict import predict_command
+
+
+def signature_defaults(fn) -> dict:
+    """A function's keyword defaults: the command's flags show and pass the function's own."""
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()}
+
+
+EVAL = signature_defaults(evaluate_checkpoint)
+PREDICT = signature_defaults(predict_command)
 
 
 @click.group(cls=Commands)
@@ -155,20 +167,21 @@ def train_command(ctx, resume, **kw):
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", default=None, help="report folder (default: <checkpoint folder>/eval)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--loader", type=click.Choice(["cpu", "dali"]), default="cpu", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=EVAL["batch_size"], show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=EVAL["workers"], show_default=True)
+@click.option("--loader", type=click.Choice(["cpu", "dali"]), default=EVAL["loader"], show_default=True)
+@click.option("--device", default=EVAL["device"], show_default=True)
 @click.option("--test-size", type=click.IntRange(min=1), default=None,
               help="input side (default: the checkpoint's)")
 @click.option("--pointing-fuse", type=click.Choice(POINTING_FUSE), default=None,
               help="the fused CAM's peak: max across scales or of their mean (default: the checkpoint's)")
 @click.option("--pointing-tolerance", type=click.FloatRange(min=0), default=None,
               help="also count a peak within this many pixels of a box as a hit (default: the checkpoint's)")
-@click.option("--overlays", type=click.IntRange(min=0), default=6, show_default=True,
+@click.option("--overlays", type=click.IntRange(min=0), default=EVAL["overlays"], show_default=True,
               help="CAM overlay PNGs to write")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON instead of tables")
-@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=EVAL["target_recall"],
+              show_default=True,
               help="per class, the alarm threshold reaching this recall on the val split (thresholds.json)")
 @click.option("--trust-checkpoint", is_flag=True,
               help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
@@ -231,16 +244,18 @@ def ablate_command(ctx, shard_dirs, out, variants, seeds, epsilons, **kw):
 @click.option("--thresholds", type=click.Path(exists=True, dir_okay=False), default=None,
               help="alarm thresholds (thresholds.json, or {\"gun\": 0.4, ...}); default: the ones `model "
                    "eval` or `model train` wrote for this checkpoint, or the ONNX file's")
-@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default=PREDICT["split"],
+              show_default=True,
               help="shards and manifests only: which split to score")
 @click.option("--raw", type=click.Path(exists=True, file_okay=False), default=None,
               help="a manifest's raw root (default: the one the manifest records)")
-@click.option("--cams", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--cams", type=click.IntRange(min=0), default=PREDICT["cams"], show_default=True,
               help="heatmap overlays for the N highest-scoring scans")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=PREDICT["batch_size"], show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="decoding processes (default: every core)")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (torch only)")
+@click.option("--device", default=PREDICT["device"], show_default=True,
+              help="auto | cpu | cuda | cuda:N (torch only)")
 @click.option("--trust-checkpoint", is_flag=True,
               help="load a checkpoint that needs a full unpickle (it can run code): only one you trust")
 def predict_cli(**kw):
