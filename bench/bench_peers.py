@@ -1,7 +1,7 @@
 """Our shard writer and CPU loader against their peers (webdataset, MosaicML streaming, LitData, GNU tar,
 torchvision ImageFolder, a bare loop), writing and reading the same JPEGs, as ratios in one run.
 
-    pip install -e '.[bench]'
+    bash bench/peers_setup.sh      # the peers, without downgrading numpy or replacing Pillow-SIMD
     python3 -m bench.bench_peers --work /tmp/bench-peers --positives 2000 --negatives 20000 --workers 2
 
 Input: `pipeline synth --size-factor 0.5` scans, then `pipeline ingest` (both skipped when --work already
