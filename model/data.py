@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from base.atomic import read_json
 from base.distribute import die_with_parent
@@ -322,23 +321,16 @@ class ShardStream(SkipCounter, torch.utils.data.IterableDataset):
 
 
 def read_shards(shards: list, keep=None):
-    """Raw samples of each (url, stored count) shard in order, those whose key passes `keep` if given;
-    a missing, unreadable or short shard raises ShardError. A filtered read (val: a tenth of the train
-    shards) takes the kept samples by their offsets, so the samples it leaves out are never read."""
+    """Raw samples of each (url, stored count) shard in order, those whose key passes `keep` if given (all
+    otherwise), each read by its offsets in one pread (the DALI index beside the tar): no tar parsing, and
+    a filtered read (val: a tenth of the train shards) never reads the samples it leaves out. A missing,
+    unreadable or short shard raises ShardError."""
     for url, expected in shards:
-        if keep is not None:
-            yield from read_indexed(url, expected, keep)
-            continue
-        seen = 0
-        try:
-            for sample in wds.tarfile_samples([{"url": url}]):
-                seen += 1
-                if keep is None or keep(sample["__key__"]):
-                    yield sample
-        except Exception as error:
-            raise ShardError(f"{url}: unreadable shard ({type(error).__name__}: {error})") from error
-        if seen != expected:
-            raise ShardError(f"{url}: {seen} samples where _info.json lists {expected}; truncated shard?")
+        yield from read_indexed(url, expected, keep or _every_sample)
+
+
+def _every_sample(key: str) -> bool:
+    return True
 
 
 def read_indexed(url: str, expected: int, keep):
