@@ -76,7 +76,7 @@ def main():
     results = {
         "bare decode(draft)+resize": time_images(bare_loop(jpegs)),
         "torchvision ImageFolder+DataLoader": time_images(image_folder_loader(folder.parent)),
-        "our CPU loader (webdataset+draft)": time_images(b.ids for b in make_loader(shards, "test", cfg)),
+        "our CPU loader (indexed reads+draft)": time_images(b.ids for b in make_loader(shards, "test", cfg)),
     }
     if args.dali:
         dali = LoaderConfig(backend="dali", batch_size=32, workers=1, test_size=SIZE)
@@ -87,7 +87,7 @@ def main():
     rates = {name: n / seconds for name, (n, seconds) in results.items()}
     for name, rate in rates.items():
         print(f"  {name:38s} {rate:8.0f} images/s")
-    ours = rates["our CPU loader (webdataset+draft)"]
+    ours = rates["our CPU loader (indexed reads+draft)"]
     print(f"RATIO our loader / bare decode loop: {ours / rates['bare decode(draft)+resize']:.2f}")
     baseline = rates["torchvision ImageFolder+DataLoader"]
     print(f"RATIO our loader / torchvision ImageFolder: {ours / baseline:.2f}")
