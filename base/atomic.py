@@ -69,24 +69,19 @@ def writing(folder, command: str, ours: tuple[str, ...] = ()):
         return
     _check_ours(folder, command, ours)
     created = [f for f in (folder, *folder.parents) if not f.exists()]  # innermost first
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = _lock(folder, command)
-    _LOCKED.add(key)
-    try:
-        if not (folder / OWNER_MARK).is_file():
-            write_json(folder / OWNER_MARK, {"written_by": "sixray-tools", "first_command": command})
-        yield folder
-    except BaseException:
-        if created and set(os.listdir(folder)) <= {OWNER_MARK, WRITER_LOCK}:
-            for name in (OWNER_MARK, WRITER_LOCK):
-                (folder / name).unlink(missing_ok=True)
-            for made in created:
-                with contextlib.suppress(OSError):  # not empty: something else was written there
-                    made.rmdir()
-        raise
-    finally:
-        _LOCKED.discard(key)
-        os.close(fd)
+    with locked(folder, command):
+        try:
+            if not (folder / OWNER_MARK).is_file():
+                write_json(folder / OWNER_MARK, {"written_by": "sixray-tools", "first_command": command})
+            yield folder
+        except BaseException:
+            if created and set(os.listdir(folder)) <= {OWNER_MARK, WRITER_LOCK}:
+                for name in (OWNER_MARK, WRITER_LOCK):
+                    (folder / name).unlink(missing_ok=True)
+                for made in created:
+                    with contextlib.suppress(OSError):  # not empty: something else was written there
+                        made.rmdir()
+            raise
 
 
 @contextlib.contextmanager

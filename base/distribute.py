@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from base.atomic import write_json
+from base.atomic import read_json, write_json
 from base.errors import UsageError
 
 
@@ -163,7 +163,7 @@ def claim(path: Path, params: dict, advice: str) -> None:
     one made with others, which would mix two outputs in one folder; `advice` says what to do instead."""
     path = Path(path)
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = read_json(path, "the parameters this output was made with")
         if previous != params:
             raise UsageError(f"{path}: made with {previous}, not {params}; {advice}")
         return

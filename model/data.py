@@ -1,8 +1,9 @@
-"""Streaming loaders over `pipeline build-shards` output: CPU (webdataset + Pillow draft decoding) and
-NVIDIA DALI, both yielding the same `Batch`.
+"""Loaders over `pipeline build-shards` output: CPU (samples read by their offsets in the tars, Pillow
+draft decoding, uint8 batches) and NVIDIA DALI, both yielding the same `Batch`.
 
 Epoch contract: for split="test" (and "val") every sample appears exactly once across ranks x workers,
-in shard order, streamed shard by shard. For split="train" the epoch is planned up front (model/epochs.py):
+in shard order, shard by shard, each sample read by its offsets (the DALI index beside the tar). For
+split="train" the epoch is planned up front (model/epochs.py):
 every train positive once, every negative or a rotating sample of them, shuffled by hash, cut into equal
 full batches per rank so DDP ranks never wait on each other; samples are read by their offsets in the tars,
 so a negative left out of the epoch is never read, let alone decoded.
@@ -42,7 +43,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class LoaderConfig:
-    backend: str = "cpu"  # "cpu" (webdataset + Pillow) | "dali"
+    backend: str = "cpu"  # "cpu" (reads by offset + Pillow) | "dali"
     batch_size: int = 32
     workers: int = 2  # DataLoader workers (cpu) / DALI threads
     resize: int = 256  # train: square resize to this, then random crop `crop`, random h-flip
@@ -213,7 +214,7 @@ class TarReader:
         self.files.clear()
 
 
-# --- CPU: webdataset + Pillow ---
+# --- CPU: reads by offset + Pillow ---
 
 
 class CpuLoader:

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from base.atomic import atomic_path, locked, write_bytes_unsynced, write_json, write_parquet
+from base.atomic import atomic_path, locked, read_json, write_bytes_unsynced, write_json, write_parquet
 from base.distribute import Chunk, mark_done, run_chunks
 from base.errors import MissingInputError, UsageError
 from base.hashing import content_key, stable_hash, stable_hashes
@@ -393,7 +393,7 @@ def refuse_foreign_scans(out: Path, count: int) -> None:
     claimed, or that its markers list, are its own), before anything is written."""
     claimed = _claimed(out)
     listed = {r["id"] for marker in (out / ".tip").glob("chunk-*.json")
-              for r in json.loads(marker.read_text())["records"]}
+              for r in read_json(marker, "a TIP chunk's marker").get("records", [])}
     for n in range(claimed + 1, count + 1):
         image_id = tip_id(n)
         for path in (out / IMAGE_DIR / f"{image_id}.jpg", out / ANNOTATION_DIR / f"{image_id}.xml"):
@@ -405,7 +405,7 @@ def refuse_foreign_scans(out: Path, count: int) -> None:
 def _claimed(out: Path) -> int:
     """How many TIP ids (T1..) runs into `out` have claimed: written, or about to be."""
     path = out / ".tip" / "claimed.json"
-    return json.loads(path.read_text())["count"] if path.exists() else 0
+    return read_json(path, "the TIP ids claimed").get("count", 0) if path.exists() else 0
 
 
 def claim_ids(out: Path, count: int) -> None:
