@@ -11,7 +11,10 @@ SIXray1000, in the same run; RATIO = build-shards images/s / tar+sync images/s. 
 each measurement (SIXray1000 of this folder is about 21 GB of tar). A table in Markdown goes to
 `<work>/scale.md` and the raw figures to `<work>/scale.json`.
 
-Steps: ingest (first run, rerun unchanged), shards (each ratio x split source, a rerun unchanged and a
+Reference for ingest: its floor (bench/decode_floor.py), a bare loop decoding every file at 1/8 scale on
+every core; RATIO = ingest images/s / floor images/s.
+
+Steps: floor, ingest (first run, rerun unchanged), shards (each ratio x split source, a rerun unchanged and a
 rerun after a kill), tar, stats, incremental (1% of the ids held back and added again: 0.5% the last
 ids, 0.5% spread among the others).
 """
@@ -33,7 +36,7 @@ from bench.measure import run_measured
 from bench.scale_folder import NEGATIVES, POSITIVES, build_folder
 from pipeline.xray.synth import write_label_files
 
-STEPS = ("ingest", "shards", "tar", "stats", "incremental")
+STEPS = ("floor", "ingest", "shards", "tar", "stats", "incremental")
 
 
 class Bench:
@@ -59,6 +62,12 @@ class Bench:
 
 def ingest_cmd(bench: Bench) -> list[str]:
     return ["pipeline", "ingest", "--raw", str(bench.raw), "--out", str(bench.manifests)]
+
+
+def step_floor(bench: Bench, total: int) -> None:
+    """Ingest's floor (bench/decode_floor.py): every file opened and decoded at 1/8 scale on every core."""
+    bench.run("floor: decode every JPEG at 1/8 scale", ["python3", "-m", "bench.decode_floor", "--raw",
+                                                          str(bench.raw)], total)
 
 
 def step_ingest(bench: Bench, total: int) -> None:
@@ -174,16 +183,23 @@ def markdown(rows: list[dict]) -> str:
                 f"to the clean run: {r['identical_to_clean_run']}" if r.get("validated") is not None else "")
         lines.append(f"| {r['command']}{note} | {r['rc']} | {r['seconds']} | {r['images']:,} | "
                      f"{r['images_per_s'] or 0:,} | {r['peak_rss_mb']} | {r['peak_pss_mb']} |")
-    ratio = tar_ratio(rows)
-    if ratio:
-        lines.append(f"\nRATIO build-shards --ratio 1000 / (GNU tar + sync): **{ratio:.2f}**")
+    for title, ours, reference in RATIOS:
+        ratio = rate_ratio(rows, ours, reference)
+        if ratio:
+            lines.append(f"\nRATIO {title}: **{ratio:.2f}**")
     return "\n".join(lines)
 
 
-def tar_ratio(rows: list[dict]) -> float | None:
-    ours = [r for r in rows if r["command"] == "build-shards --ratio 1000 --split ours"]
-    tar = [r for r in rows if r["command"].startswith("reference: GNU tar")]
-    return ours[0]["images_per_s"] / tar[0]["images_per_s"] if ours and tar else None
+RATIOS = (("build-shards --ratio 1000 / (GNU tar + sync)", "build-shards --ratio 1000 --split ours",
+           "reference: GNU tar"),
+          ("ingest (first run) / its floor (decode at 1/8)", "ingest (first run)", "floor:"))
+"""(title, our command, the reference command's start): each ratio is images/s over images/s."""
+
+
+def rate_ratio(rows: list[dict], ours: str, reference: str) -> float | None:
+    mine = [r for r in rows if r["command"] == ours]
+    theirs = [r for r in rows if r["command"].startswith(reference)]
+    return mine[0]["images_per_s"] / theirs[0]["images_per_s"] if mine and theirs else None
 
 
 def main() -> None:
@@ -201,6 +217,8 @@ def main() -> None:
     build_folder(bench.raw, positives=args.positives, negatives=args.negatives,
                  base_negatives=args.base_negatives)
     total = args.positives + args.negatives
+    if "floor" in steps:
+        step_floor(bench, total)
     if "ingest" in steps:
         step_ingest(bench, total)
     if "shards" in steps:
