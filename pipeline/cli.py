@@ -174,7 +174,9 @@ def ingest_command(raw, out, seed, workers, scheduler, chunk_size, max_pixels):
 @click.option("--workers", type=click.IntRange(min=1), help="Local processes (default: every core).")
 @click.option("--scheduler", help="Dask scheduler address: run the shard tasks on that cluster.")
 @click.option("--verify", is_flag=True,
-              help="Check every finished shard's CRC-32 (reads them all) and rewrite a damaged one.")
+              help="Check every finished shard's CRC-32 (reads them all) and rewrite a damaged one; hash "
+                   "every JPEG written against the manifest's sha256, not only those whose size or mtime "
+                   "changed since ingest.")
 def build_shards_command(ratio, manifests, out, raw, split_source, seed, shard_size, shard_bytes,
                          positives_per_class, exclude_sources, workers, scheduler, verify):
     """Write manifests/sixray<N>.parquet and shards/sixray<N>/ (tar + DALI index + stats); resumable."""

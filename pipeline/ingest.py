@@ -59,7 +59,7 @@ ROW_GROUP_SIZE = 65_536
 RANGE_ROW_GROUP = 16_384
 """Row group of the labels and splits files, sorted by id: a chunk's id range reads one or two."""
 DUCKDB_MEMORY_LIMIT = "256MB"
-FORMAT = 3
+FORMAT = 4
 """Bump when a part's, the labels' or the manifest's content changes for the same inputs: every key
 holds it, so nothing an older version wrote is reused."""
 CHANGES = ("added", "changed", "removed", "unchanged", "validated")
@@ -70,7 +70,7 @@ FILE_SCHEMA = pa.schema([
     *[MANIFEST_SCHEMA.field(n) for n in ("id", "path", "bytes", "checksum", "width", "height", "mode",
                                          "phash")],
     ("files", pa.list_(pa.string())),  # every file name of the id; the first one is `path`
-    ("mtime_ns", pa.int64()),  # of `path` when it was validated
+    MANIFEST_SCHEMA.field("mtime_ns"),  # of `path`, taken before it was read
     ("file_problems", pa.list_(PROBLEM)),  # duplicate id, validation
 ])
 """What validating an id's files gives: a later run reuses it while files, bytes and mtime_ns match."""

@@ -11,7 +11,8 @@ from pipeline.schema import PROBLEMS
 from pipeline.split import split_sql
 
 EMPTY_IMAGES = """(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS path, NULL::BIGINT AS bytes,
-    NULL::VARCHAR AS checksum, NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS mode,
+    NULL::VARCHAR AS checksum, NULL::BIGINT AS mtime_ns, NULL::INTEGER AS width, NULL::INTEGER AS height,
+    NULL::VARCHAR AS mode,
     NULL::UBIGINT AS phash,
     NULL::STRUCT(cls VARCHAR, xmin FLOAT, ymin FLOAT, xmax FLOAT, ymax FLOAT)[] AS boxes,
     NULL::BOOLEAN AS has_xml, NULL::STRUCT(status VARCHAR, error VARCHAR)[] AS file_problems,
@@ -53,8 +54,8 @@ def manifest_query(images: str, labels: Path, splits: Path, low: str | None, hig
     return f"""
         WITH l AS (SELECT * FROM read_parquet({sql_text(labels)}) WHERE {in_range}),
         joined AS (
-            SELECT coalesce(i.id, l.id) AS id, i.path, i.bytes, i.checksum, i.width, i.height, i.mode,
-                   i.phash, {labelled},
+            SELECT coalesce(i.id, l.id) AS id, i.path, i.bytes, i.checksum, i.mtime_ns, i.width, i.height,
+                   i.mode, i.phash, {labelled},
                    CAST(CASE WHEN l.hammer = 1 OR list_contains(list_transform(i.boxes, lambda b: b.cls),
                                                                 'hammer') THEN 1
                         WHEN l.id IS NOT NULL OR i.has_xml THEN 0 END AS TINYINT) AS hammer,

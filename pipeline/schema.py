@@ -20,6 +20,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("path", pa.string()),  # relative to the raw root, POSIX separators
         ("bytes", pa.int64()),
         ("checksum", pa.string()),  # sha256 hex of the file's bytes (`sha256sum` checks it)
+        ("mtime_ns", pa.int64()),  # of `path` when ingest read it: build-shards hashes only a changed file
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("mode", pa.string()),  # PIL mode from the header: RGB, L (grayscale), CMYK

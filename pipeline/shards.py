@@ -26,7 +26,8 @@ from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
 
 MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE  # 512-byte blocks, 10 KiB end record
-ROW_COLUMNS = ["id", "path", "checksum", "width", "height", *CLASSES, "difficult", "boxes", "split", "order"]
+ROW_COLUMNS = ["id", "path", "bytes", "mtime_ns", "checksum", "width", "height", *CLASSES, "difficult",
+               "boxes", "split", "order"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ShardTask:
     raw_root: str
     count: int
     ids_md5: str
+    verify: bool  # hash every JPEG, not only those whose size or mtime changed since ingest
 
 
 @writes_folder("out", "pipeline build-shards", ours=tuple(f"sixray{r}" for r in RATIOS))
@@ -79,7 +81,7 @@ def build_shards(
     (shard_dir / "_info.json").unlink(missing_ok=True)  # until every shard is done, loaders see no epoch
     remove_stale(shard_dir, shards)
     tasks = [
-        ShardTask(str(subset), str(shard_dir), name, str(raw_root), s["count"], s["ids_md5"])
+        ShardTask(str(subset), str(shard_dir), name, str(raw_root), s["count"], s["ids_md5"], verify)
         for name, s in shards.items()
         if not shard_done(shard_dir, name, s, verify=verify)
     ]
@@ -187,7 +189,7 @@ def write_shard(task: ShardTask) -> dict:
     tar_path = out / f"{task.name}.tar"
     with atomic_path(tar_path) as tmp, open(tmp, "wb") as f:
         sink = HashingWriter(f)
-        index = write_tar(sink, rows, Path(task.raw_root))
+        index = write_tar(sink, rows, Path(task.raw_root), verify=task.verify)
         f.flush()
         os.fsync(f.fileno())
     write_bytes(out / f"{task.name}.idx", index)
@@ -200,6 +202,22 @@ def write_shard(task: ShardTask) -> dict:
     }
     write_json(out / f"{task.name}.stats.json", stats)
     return stats
+
+
+def read_unchanged(path: str, row: dict, *, verify: bool = False) -> bytes:
+    """The file's bytes if they are still those ingest validated; DataError otherwise. A file with
+    ingest's size and mtime_ns is taken as unchanged, as rsync and make take it (hashing every JPEG
+    again was the writer's largest cost); any other is hashed and shipped only if its sha256 is still
+    the manifest's (a file merely touched, or copied with new times). verify: hash every file."""
+    with open(path, "rb") as f:
+        stat = os.fstat(f.fileno())
+        jpeg = f.read()
+    if verify or (stat.st_size, stat.st_mtime_ns) != (row["bytes"], row["mtime_ns"]):
+        digest = hashlib.sha256(jpeg).hexdigest()
+        if digest != row["checksum"]:
+            raise DataError(f"{path}: sha256 {digest} differs from the manifest's {row['checksum']}: the "
+                            "file changed since ingest; re-run ingest")
+    return jpeg
 
 
 class HashingWriter:
@@ -216,7 +234,7 @@ class HashingWriter:
         return self.f.write(data)
 
 
-def write_tar(sink, rows: list[dict], raw_root: Path) -> bytes:
+def write_tar(sink, rows: list[dict], raw_root: Path, *, verify: bool = False) -> bytes:
     """Write the samples as a deterministic GNU tar; return the DALI index (the format of `wds2idx`).
 
     Headers are packed by hand (`tar_header`, equal to tarfile's GNU format byte for byte) and each
@@ -224,7 +242,7 @@ def write_tar(sink, rows: list[dict], raw_root: Path) -> bytes:
     lines = []
     for row in rows:
         parts, components, offset = [], [], sink.offset
-        for ext, payload in zip(MEMBER_EXTS, sample_members(row, raw_root), strict=True):
+        for ext, payload in zip(MEMBER_EXTS, sample_members(row, raw_root, verify=verify), strict=True):
             name = f"{row['id']}.{ext}"
             padding = bytes(-len(payload) % BLOCK)
             parts += [tar_header(name, len(payload)), payload, padding]
@@ -268,17 +286,10 @@ def tar_header(name: str, size: int) -> bytes:
     return bytes(header)
 
 
-def sample_members(row: dict, raw_root: Path) -> tuple[bytes, bytes, bytes, bytes]:
-    """(dif, jpg, json, lbl) payloads: difficult mask uint8[5], the original JPEG bytes (checked
-    against the manifest's sha256), the sample's JSON, labels float32[5] little-endian."""
-    path = os.path.join(raw_root, row["path"])
-    with open(path, "rb") as f:
-        jpeg = f.read()
-    digest = hashlib.sha256(jpeg).hexdigest()
-    if digest != row["checksum"]:
-        raise DataError(
-            f"{path}: sha256 {digest} differs from the manifest's {row['checksum']}; re-run ingest"
-        )
+def sample_members(row: dict, raw_root: Path, *, verify: bool = False) -> tuple[bytes, bytes, bytes, bytes]:
+    """(dif, jpg, json, lbl) payloads: difficult mask uint8[5], the original JPEG bytes (see
+    read_unchanged), the sample's JSON, labels float32[5] little-endian."""
+    jpeg = read_unchanged(os.path.join(raw_root, row["path"]), row, verify=verify)
     labels = [int(row[c] == 1) for c in CLASSES]
     difficult = [c for c in CLASSES if c in (row["difficult"] or ())]
     meta = {

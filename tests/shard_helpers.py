@@ -74,6 +74,7 @@ def write_dataset(root: Path, rows: list[dict], corrupt: tuple[str, ...] = ()) -
                 "path": rel,
                 "bytes": len(data),
                 "checksum": hashlib.sha256(data).hexdigest(),
+                "mtime_ns": (raw / rel).stat().st_mtime_ns,
                 "width": r["width"],
                 "height": r["height"],
                 "mode": "RGB",

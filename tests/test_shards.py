@@ -128,6 +128,46 @@ def test_a_changed_image_is_an_error_naming_the_file(tmp_path):
         build_shards(root / "manifests", tmp_path / "out", 10, workers=1)
 
 
+def test_a_changed_image_of_the_same_size_is_found_by_its_new_mtime(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(2, 5))
+    image = root / "raw" / "JPEGImage" / "P00002.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[:-3] + b"xyz")
+    with pytest.raises(ValueError, match="P00002.jpg: sha256 .* changed since ingest"):
+        build_shards(root / "manifests", tmp_path / "out", 10, workers=1)
+
+
+def test_a_touched_image_with_the_same_bytes_is_shipped(tmp_path):
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(2, 5))
+    reference = build_shards(root / "manifests", tmp_path / "before", 10, workers=1)
+    image = root / "raw" / "JPEGImage" / "P00002.jpg"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    build_shards(root / "manifests", tmp_path / "after", 10, workers=1)
+    assert files(tmp_path / "after" / "sixray10") == files(tmp_path / "before" / "sixray10")
+    assert reference["written"] == 2
+
+
+def test_size_and_mtime_are_trusted_unless_verify(tmp_path):
+    """A file rewritten with ingest's size and mtime is taken as unchanged (as rsync takes it): only
+    --verify hashes it. Also shows that an unchanged file is not hashed by default."""
+    root = tmp_path / "data"
+    write_dataset(root, synthetic_rows(2, 5))
+    image = root / "raw" / "JPEGImage" / "P00002.jpg"
+    stat, data = image.stat(), image.read_bytes()
+    image.write_bytes(data[:-3] + b"xyz")
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    build_shards(root / "manifests", tmp_path / "trusted", 10, workers=1)
+    shipped = {}
+    for path in (tmp_path / "trusted" / "sixray10").glob("*.tar"):
+        with tarfile.open(path) as tar:
+            shipped.update({m.name: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")})
+    assert shipped["P00002.jpg"].endswith(b"xyz")
+    with pytest.raises(ValueError, match="P00002.jpg: sha256"):
+        build_shards(root / "manifests", tmp_path / "verified", 10, workers=1, verify=True)
+
+
 def test_dask_cluster_gives_the_same_shards(dataset, built, tmp_path):
     from distributed import LocalCluster
 
