@@ -80,6 +80,7 @@ def scale_manifest(positives: int = POSITIVES, negatives: int = NEGATIVES, seed:
         "path": _strings(paths),
         "bytes": rng.integers(20_000, 120_000, n),
         "checksum": _strings(checksums),
+        "mtime_ns": rng.integers(1.7e18, 1.8e18, n),
         "width": rng.integers(400, 900, n).astype(np.int32),
         "height": rng.integers(400, 800, n).astype(np.int32),
         "mode": pa.array(["RGB"] * n),

@@ -16,7 +16,7 @@ from pipeline import labels as labels_module
 from pipeline.cli import main
 from pipeline.labels import LabelFileError, build_labels, check_header, label_rows
 from pipeline.layout import read_annotation
-from pipeline.validate import inspect_bytes
+from pipeline.validate import dhash, inspect_bytes
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
 
@@ -203,6 +203,26 @@ def test_truncation_vs_corruption_at_every_cut():
         assert inspect_bytes(data[:cut])["status"] == "truncated", cut
     assert inspect_bytes(corrupted(data))["status"] == "corrupt"
     assert inspect_bytes(b"hello")["status"] == "not_jpeg"
+
+
+def test_dhash_bits_by_hand():
+    """A 9x8 grey image (resized to itself): bit = left pixel brighter than its right neighbour, row by
+    row, the first pair the top bit."""
+    falling, rising = list(range(90, 0, -10)), list(range(10, 100, 10))
+    stripes = Image.frombytes("L", (9, 8), bytes((falling + rising) * 4))
+    assert dhash(stripes) == 0xFF00FF00FF00FF00
+    first_pair = Image.frombytes("L", (9, 8), bytes([200] + [0] * 71))
+    assert dhash(first_pair) == 1 << 63
+    assert dhash(first_pair.convert("RGB")) == 1 << 63  # a colour image is hashed in grey
+
+
+def test_phash_is_the_dhash_of_the_grey_eighth_and_mode_comes_from_the_header():
+    data = jpeg((256, 192), seed=3)
+    facts = inspect_bytes(data)
+    small = Image.open(io.BytesIO(data))
+    small.draft("L", (32, 24))
+    assert small.size == (32, 24) and facts["mode"] == "RGB"
+    assert facts["phash"] == dhash(small.convert("L"))
 
 
 def test_unreadable_label_files_are_skipped_and_named(tmp_path):

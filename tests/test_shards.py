@@ -141,12 +141,11 @@ def test_a_changed_image_of_the_same_size_is_found_by_its_new_mtime(tmp_path):
 def test_a_touched_image_with_the_same_bytes_is_shipped(tmp_path):
     root = tmp_path / "data"
     write_dataset(root, synthetic_rows(2, 5))
-    reference = build_shards(root / "manifests", tmp_path / "before", 10, workers=1)
+    build_shards(root / "manifests", tmp_path / "before", 10, workers=1)
     image = root / "raw" / "JPEGImage" / "P00002.jpg"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
     build_shards(root / "manifests", tmp_path / "after", 10, workers=1)
     assert files(tmp_path / "after" / "sixray10") == files(tmp_path / "before" / "sixray10")
-    assert reference["written"] == 2
 
 
 def test_size_and_mtime_are_trusted_unless_verify(tmp_path):
