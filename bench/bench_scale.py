@@ -85,8 +85,8 @@ def subset_count(bench: Bench, ratio: int) -> int:
     return info["train"]["count"] + info["test"]["count"]
 
 
-def step_shards(bench: Bench) -> None:
-    for ratio in (10, 100, 1000):
+def step_shards(bench: Bench, ratios: tuple[int, ...]) -> None:
+    for ratio in ratios:
         for split in ("ours", "official"):
             cmd = shards_cmd(bench, ratio, split)
             row = bench.run(f"build-shards --ratio {ratio} --split {split}", cmd, 0)
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--base-negatives", type=int, default=10_000, help="negatives synthesised; the "
                         "others are hard links to them")
     parser.add_argument("--steps", default="all", help=f"comma-separated of {', '.join(STEPS)}, or all")
+    parser.add_argument("--ratios", default="10,100,1000", help="the subsets the shards step builds")
     args = parser.parse_args()
     steps = STEPS if args.steps == "all" else tuple(args.steps.split(","))
     bench = Bench(args.work)
@@ -222,7 +223,7 @@ def main() -> None:
     if "ingest" in steps:
         step_ingest(bench, total)
     if "shards" in steps:
-        step_shards(bench)
+        step_shards(bench, tuple(int(r) for r in args.ratios.split(",")))
     if "tar" in steps:
         if not (bench.manifests / "sixray1000.parquet").exists():
             subprocess.run(shards_cmd(bench, 1000, "ours"), check=True, stdout=subprocess.DEVNULL)
