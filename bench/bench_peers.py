@@ -4,15 +4,17 @@ torchvision ImageFolder, a bare loop), writing and reading the same JPEGs, as ra
     bash bench/peers_setup.sh      # the peers, without downgrading numpy or replacing Pillow-SIMD
     python3 -m bench.bench_peers --work /tmp/bench-peers --positives 2000 --negatives 20000 --workers 2
 
-Input: `pipeline synth --size-factor 0.5` scans, then `pipeline ingest` (both skipped when --work already
-holds a manifest of that many rows). The SIXray10 subset (every positive and 10x as many negatives) is
-selected once; every writer gets exactly its files, in its order, with the same labels (float32[5]).
+Input: `pipeline synth --size-factor 0.5` scans (skipped when --work already holds a manifest of that
+many rows), then `pipeline ingest` (incremental: nothing to do on a current manifest). The SIXray10
+subset (every positive and 10x as many negatives) is selected once; every writer gets exactly its
+files, in its order, with the same labels (float32[5]).
 
 Writers, each with --workers processes and each ending with every file it wrote fsynced:
 `pipeline build-shards` run as a user types it (the CLI in a fresh process: start-up, subset selection,
-sha256 checks and the extra members .dif/.json and DALI indexes included); GNU tar (--workers tars over
-contiguous parts, JPEGs only); webdataset ShardWriter and MosaicML MDSWriter (one writer per process over
-a contiguous part; MDS partitions merged with merge_index); LitData optimize(num_workers=--workers).
+the check of each JPEG against the manifest and the extra members .dif/.json and DALI indexes included);
+GNU tar (--workers tars over contiguous parts, JPEGs only); webdataset ShardWriter and MosaicML
+MDSWriter (one writer per process over a contiguous part; MDS partitions merged with merge_index);
+LitData optimize(num_workers=--workers).
 Peers' shards hold about as many samples as ours (--shard-size).
 
 Readers, each a full pass over every sample once, in a fresh Python process, at 1 and 2 workers (torch
@@ -73,15 +75,15 @@ PEERS = ("litdata", "mosaicml-streaming", "webdataset", "torch", "torchvision", 
 
 
 def make_input(work: Path, positives: int, negatives: int, workers: int) -> Path:
-    """work/raw (synth, half size) and work/manifests (ingest), reused when the manifest has every row."""
+    """work/raw (synth, half size) and work/manifests (ingest), reused when the manifest has every row
+    (ingest runs anyway: incremental, it does nothing on a current manifest and updates an older one)."""
     manifest = work / "manifests" / "manifest.parquet"
-    if manifest.exists() and pq.read_metadata(manifest).num_rows == positives + negatives:
-        return manifest
-    shutil.rmtree(work / "manifests", ignore_errors=True)
-    shutil.rmtree(work / "raw", ignore_errors=True)
     common = ["--workers", str(workers)]
-    subprocess.run(["pipeline", "synth", "--out", str(work / "raw"), "--positives", str(positives),
-                    "--negatives", str(negatives), "--size-factor", "0.5", *common], check=True)
+    if not (manifest.exists() and pq.read_metadata(manifest).num_rows == positives + negatives):
+        shutil.rmtree(work / "manifests", ignore_errors=True)
+        shutil.rmtree(work / "raw", ignore_errors=True)
+        subprocess.run(["pipeline", "synth", "--out", str(work / "raw"), "--positives", str(positives),
+                        "--negatives", str(negatives), "--size-factor", "0.5", *common], check=True)
     subprocess.run(["pipeline", "ingest", "--raw", str(work / "raw"), "--out", str(work / "manifests"),
                     *common], check=True)
     return manifest
