@@ -4,6 +4,7 @@ the right status on its row, the run must complete and the exit code must say so
 import hashlib
 import io
 import struct
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,7 @@ from pipeline import labels as labels_module
 from pipeline.cli import main
 from pipeline.labels import LabelFileError, build_labels, check_header, label_rows
 from pipeline.layout import read_annotation
-from pipeline.validate import dhash, inspect_bytes
+from pipeline.validate import dhash, inspect_bytes, read_file
 
 HEADER = "name,Gun,Knife,Wrench,Pliers,Scissors"
 
@@ -203,6 +204,15 @@ def test_truncation_vs_corruption_at_every_cut():
         assert inspect_bytes(data[:cut])["status"] == "truncated", cut
     assert inspect_bytes(corrupted(data))["status"] == "corrupt"
     assert inspect_bytes(b"hello")["status"] == "not_jpeg"
+
+
+def test_read_file_reads_past_the_size_fstat_gave(tmp_path):
+    data = jpeg((64, 48), seed=2)
+    (tmp_path / "a.jpg").write_bytes(data)
+    assert read_file(tmp_path / "a.jpg") == data
+    proc = Path("/proc/version")  # fstat says 0 bytes, like a file still being written
+    if proc.exists():
+        assert proc.stat().st_size == 0 and read_file(proc) == proc.read_bytes() != b""
 
 
 def test_dhash_bits_by_hand():

@@ -167,6 +167,21 @@ def test_size_and_mtime_are_trusted_unless_verify(tmp_path):
         build_shards(root / "manifests", tmp_path / "verified", 10, workers=1, verify=True)
 
 
+def test_a_manifest_of_an_older_version_asks_for_ingest_again(tmp_path):
+    import pyarrow.parquet as pq
+
+    from base.errors import UsageError
+
+    root = tmp_path / "data"
+    manifest = write_dataset(root, synthetic_rows(2, 5))
+    older = pq.read_table(manifest).drop_columns(["mtime_ns"])
+    pq.write_table(older, manifest)
+    with pytest.raises(UsageError, match=r"no column\(s\) mtime_ns: written by an older version; run "
+                                         "`pipeline ingest` again"):
+        build_shards(root / "manifests", tmp_path / "out", 10, workers=1)
+    assert not (tmp_path / "out" / "sixray10").exists()
+
+
 def test_dask_cluster_gives_the_same_shards(dataset, built, tmp_path):
     from distributed import LocalCluster
 
