@@ -117,3 +117,14 @@ def test_crash_before_the_state_is_saved_counts_against_the_last_good_run(tmp_pa
     ingest(raw, tmp_path / "clean", workers=1, chunk_size=8)
     assert output_bytes(out) == output_bytes(tmp_path / "clean")
     assert len(list((out / "_ingest").glob("images-*"))) == 4, "parts of the crashed run's state deleted"
+
+
+def test_the_manifest_bytes_do_not_depend_on_the_chunking(tmp_path):
+    """Chunks of 1, 3 and 50 ids give parts, and manifest queries, of other sizes: the same bytes."""
+    raw = make_raw(tmp_path / "raw", 6, 24)
+    with open(raw / "ImageSet" / "10" / "train.csv", "a") as f:  # labelled, no image: between two ranges
+        f.write("N00000125,-1,-1,-1,-1,-1\n")
+    for size in (1, 3, 50):
+        ingest(raw, tmp_path / f"chunks-{size}", workers=1, chunk_size=size)
+    manifests = {(tmp_path / f"chunks-{size}" / "manifest.parquet").read_bytes() for size in (1, 3, 50)}
+    assert len(manifests) == 1
