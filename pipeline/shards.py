@@ -23,6 +23,7 @@ from base.errors import DataError, MissingInputError, UsageError
 from base.vocabulary import CLASSES, RATIOS
 from pipeline.schema import check_manifest
 from pipeline.subsets import SPLITS, SubsetConfig, build_subset, planned_ids_md5
+from pipeline.validate import read_file
 
 MEMBER_EXTS = ("dif", "jpg", "json", "lbl")  # sorted: the member order inside every sample
 BLOCK, RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE  # 512-byte blocks, 10 KiB end record
@@ -213,12 +214,7 @@ def read_unchanged(path: str, row: dict, *, verify: bool = False) -> bytes:
     ingest's size and mtime_ns is taken as unchanged, as rsync and make take it (hashing every JPEG
     again was the writer's largest cost); any other is hashed and shipped only if its sha256 is still
     the manifest's (a file merely touched, or copied with new times). verify: hash every file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        stat = os.fstat(fd)
-        jpeg = os.read(fd, stat.st_size)  # one read of the known size, no buffer in between
-    finally:
-        os.close(fd)
+    jpeg, stat = read_file(path)
     if verify or (stat.st_size, stat.st_mtime_ns) != (row["bytes"], row["mtime_ns"]):
         digest = hashlib.sha256(jpeg).hexdigest()
         if digest != row["checksum"]:

@@ -63,22 +63,23 @@ def inspect_file(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """inspect_bytes of a file; one that cannot be opened or read (a symlink loop, no permission, an I/O
     error) is status `unreadable`, never an exception."""
     try:
-        data = read_file(path)
+        data, _ = read_file(path)
     except OSError as exc:
         return unread("unreadable", f"cannot read it ({exc.strerror})")
     return inspect_bytes(data, max_pixels=max_pixels)
 
 
-def read_file(path) -> bytes:
-    """The file's bytes in one read of the size fstat gives (plus one byte, to see a file still growing;
-    its rest is read then): three system calls where a Python file object makes six."""
+def read_file(path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and the stat of the open file, in one read of the size fstat gives (plus one
+    byte, to see a file still growing; its rest is read then): three system calls where a Python file
+    object makes six."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) > size:
+        stat = os.fstat(fd)
+        data = os.read(fd, stat.st_size + 1)
+        if len(data) > stat.st_size:
             data += b"".join(iter(lambda: os.read(fd, 2**20), b""))
-        return data
+        return data, stat
     finally:
         os.close(fd)
 
