@@ -18,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.layout import JPEG_SUFFIXES
+
 CHUNK = 2_000
 
 
@@ -38,7 +40,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
     folder = os.fsencode(args.raw / "JPEGImage")
-    paths = [os.path.join(folder, e.name) for e in os.scandir(folder) if e.name.lower().endswith(b".jpg")]
+    suffixes = tuple(os.fsencode(s) for s in JPEG_SUFFIXES)  # the files ingest lists
+    paths = [os.path.join(folder, e.name) for e in os.scandir(folder) if e.name.lower().endswith(suffixes)]
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     with Pool(args.workers) as pool:
         images = sum(pool.imap_unordered(decode_chunk, chunks))

@@ -15,11 +15,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from base.vocabulary import RELEASE_NEGATIVES, RELEASE_POSITIVES
 from pipeline.layout import negative_id
 from pipeline.xray.synth import write_label_files
 
-POSITIVES = 8_929
-NEGATIVES = 1_050_302
+POSITIVES, NEGATIVES = RELEASE_POSITIVES, RELEASE_NEGATIVES
 
 
 def build_folder(out: Path, *, positives: int = POSITIVES, negatives: int = NEGATIVES,

@@ -38,10 +38,11 @@ from pipeline.layout import (
 from pipeline.xray import real_stats as stats
 from pipeline.xray.render import render_scan
 
-"""The paper's Table 1 at full scale."""
 TEST_SHARE = 0.2
-"""The real scans' quantisation tables are libjpeg's quality 75 (4:2:0)."""
+"""The share of the positives (within each label combination) and of the negatives that the generated
+label files list as test: the release's 80/20."""
 MIN_SIDE = 32
+"""The smallest image side drawn, in pixels, whatever the size factor."""
 
 
 def image_rng(seed: int, salt: str, image_id: str) -> np.random.Generator:
