@@ -327,18 +327,15 @@ def read_shards(shards: list, keep=None):
     a filtered read (val: a tenth of the train shards) never reads the samples it leaves out. A missing,
     unreadable or short shard raises ShardError."""
     for url, expected in shards:
-        yield from read_indexed(url, expected, keep or _every_sample)
+        yield from read_indexed(url, expected, keep)
 
 
-def _every_sample(key: str) -> bool:
-    return True
-
-
-def read_indexed(url: str, expected: int, keep):
-    """The samples of one shard whose key passes `keep`, in order, each read by its offsets (DALI index)."""
+def read_indexed(url: str, expected: int, keep=None):
+    """The samples of one shard whose key passes `keep` (every one when None), in order, each read by its
+    offsets (DALI index)."""
     try:
         indexed = index_entries(Path(url))
-        entries = [epochs.parse_index_line(line) for key, line in indexed if keep(key)]
+        entries = [epochs.parse_index_line(line) for key, line in indexed if keep is None or keep(key)]
         count = len(indexed)
         f = open(url, "rb")  # noqa: SIM115 (closed below, also when the consumer stops early)
     except (OSError, KeyError, IndexError, ValueError) as error:
